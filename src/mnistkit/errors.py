@@ -7,3 +7,11 @@ class MnistkitError(Exception):
 
 class DataError(MnistkitError):
     """A data file or data source is missing, malformed or fails its checksum."""
+
+
+class ImageError(MnistkitError):
+    """An input image is not an image, is empty, truncated or of an unsupported type."""
+
+
+class ImageTooLargeError(ImageError):
+    """An input image is over the byte or pixel limit (a decompression bomb, say)."""

@@ -90,7 +90,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise MnistkitError(f"--n must be at least 1 and --start within 0..{len(x) - 1}.")
     sel = slice(args.start, args.start + args.n)
     classes = data.get_dataset(loaded.dataset).classes
-    captions = [f"{classes[int(lbl)]}  #{i}" for i, lbl in zip(range(sel.start, sel.stop), y[sel])]
+    captions = [f"{classes[int(lbl)]}  #{sel.start + i}" for i, lbl in enumerate(y[sel])]
     title = f"{loaded.dataset} {args.split}: images {sel.start}..{sel.start + len(y[sel]) - 1}"
     save_grid(x[sel], captions, args.out, title=title)
     print(f"wrote {args.out} ({len(y[sel])} images)")
