@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ["MNISTKIT_CACHE"] = os.environ.get("MNISTKIT_TEST_CACHE", str(ROOT / ".cache" / "mnistkit"))
+os.environ["MNISTKIT_CACHE"] = os.environ.get(
+    "MNISTKIT_TEST_CACHE", str(ROOT / ".cache" / "mnistkit")
+)
 os.environ.pop("MNISTKIT_DATA_DIR", None)
 os.environ.setdefault("MNISTKIT_TIMEOUT", "3")
 
@@ -61,7 +63,9 @@ def write_idx_dir(folder: Path, arrays, gz: bool = False) -> dict[str, bytes]:
 
 def tiny_dataset(raw: dict[str, bytes], **changes) -> data.Dataset:
     """A Dataset whose checksums are those of the given synthetic files."""
-    gz = {n: "sha256:" + hashlib.sha256(gzip.compress(b, mtime=0)).hexdigest() for n, b in raw.items()}
+    gz = {
+        n: "sha256:" + hashlib.sha256(gzip.compress(b, mtime=0)).hexdigest() for n, b in raw.items()
+    }
     ds = data.Dataset(
         name="tiny",
         raw_sha256={n: hashlib.sha256(b).hexdigest() for n, b in raw.items()},
