@@ -183,6 +183,14 @@ async def _read_body(request: Request, max_bytes: int) -> bytes:
 
 async def _form_image(request: Request, body: bytes) -> bytes:
     """Parse a multipart body already read (and bounded) and return its ``image`` part."""
+    # python-multipart accepts a body cut short and returns no fields; call that malformed.
+    params = request.headers.get("content-type", "").split(";")[1:]
+    boundary = next((v.strip().strip('"') for k, _, v in (p.partition("=") for p in params)
+                     if k.strip().lower() == "boundary"), "")  # fmt: skip
+    if not boundary:
+        raise ApiError(400, "The multipart body is malformed: its Content-Type has no boundary.")
+    if b"--" + boundary.encode("latin-1") + b"--" not in body:
+        raise ApiError(400, "The multipart body is malformed: it ends before its closing boundary.")
     sent = False
 
     async def replay() -> Message:
@@ -198,9 +206,9 @@ async def _form_image(request: Request, body: bytes) -> bytes:
     try:
         form = await Request(scope, replay).form(max_files=1, max_fields=20)
     except (MultiPartException, StarletteHTTPException) as e:
-        detail = getattr(e, "message", None) or getattr(e, "detail", "")
+        detail = str(getattr(e, "message", None) or getattr(e, "detail", "")).rstrip(".")
         raise ApiError(400, f"The multipart body is malformed: {detail}.") from None
-    except (ValueError, AssertionError) as e:  # e.g. no boundary in the Content-Type
+    except (ValueError, UnicodeError) as e:
         raise ApiError(400, f"The multipart body is malformed: {e}.") from None
     try:
         part = form.get("image")

@@ -1,0 +1,138 @@
+"""The drawing page in a real Chromium: draw real MNIST digits with the mouse, read the guess.
+
+A real ``mnistkit serve`` runs on 127.0.0.1; Playwright drives Debian's Chromium headless
+(Playwright cannot download its own browser here). The strokes are traced from MNIST test
+images of known label: each horizontal run of ink pixels becomes one mouse drag, scaled onto
+the canvas. Screenshots go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from serve_support import ARTIFACTS, running_server, trained_run
+
+pytest.importorskip("fastapi")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("MNISTKIT_CHROMIUM", "/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.mnist,
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
+]
+
+# MNIST test images 0, 1, 3: a 7, a 2 and a 0.
+DIGITS = [0, 1, 3]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(trained_run(tmp_path_factory)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield b
+        b.close()
+
+
+def ink_runs(image: np.ndarray, threshold: int = 128) -> list[tuple[int, int, int]]:
+    """Horizontal runs of ink in a 28x28 image: (row, first column, last column)."""
+    runs = []
+    for y, row in enumerate(image >= threshold):
+        x = 0
+        while x < row.size:
+            if row[x]:
+                start = x
+                while x + 1 < row.size and row[x + 1]:
+                    x += 1
+                runs.append((y, start, x))
+            x += 1
+    return runs
+
+
+def draw(page, image: np.ndarray) -> int:
+    """Trace the ink of a 28x28 image onto the canvas with mouse drags; returns the strokes."""
+    box = page.locator("#pad").bounding_box()
+    cell = box["width"] / 28
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + (x + 0.5) * cell, box["y"] + (y + 0.5) * cell
+
+    runs = ink_runs(image)
+    for y, x0, x1 in runs:
+        page.mouse.move(*at(x0, y))
+        page.mouse.down()
+        page.mouse.move(*at(x1, y), steps=max(2, x1 - x0))
+        page.mouse.up()
+    return len(runs)
+
+
+def wait_for_answer(page, strokes: int) -> str:
+    """The label shown once the page has the answer for the drawing with that many strokes."""
+    page.wait_for_selector(f'#result[data-state="done"][data-strokes="{strokes}"]', timeout=60_000)
+    return page.locator("#label").inner_text().strip()
+
+
+def test_drawn_digits_are_recognized(server, browser, mnist):
+    _, (x_test, y_test) = mnist
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(server + "/")
+    page.wait_for_selector('#model:has-text("seed-convnet")')
+    assert page.locator("#label").inner_text().strip() == "?"
+
+    for i in DIGITS:
+        label = int(y_test[i])
+        strokes = draw(page, x_test[i])
+        assert wait_for_answer(page, strokes) == str(label), f"MNIST test image {i}"
+        # The bars: three guesses with percentages, the first one the label shown.
+        first = page.locator("#top li").first
+        assert first.locator(".bar-label").inner_text() == str(label)
+        assert first.locator(".pct").inner_text().endswith("%")
+        page.screenshot(path=str(ARTIFACTS / f"browser-desktop-digit-{label}.png"))
+        # Keyboard: U undoes the last stroke, C clears the pad.
+        page.keyboard.press("u")
+        page.wait_for_selector(f'#result[data-state="done"][data-strokes="{strokes - 1}"]')
+        page.keyboard.press("c")
+        page.wait_for_selector('#result[data-state="idle"]')
+        assert page.locator("#label").inner_text().strip() == "?"
+    assert not errors, errors
+    page.close()
+
+
+def test_phone_layout_with_buttons(server, browser, mnist):
+    """A phone-sized touch screen: the pad fits the width, the buttons work, a digit reads."""
+    _, (x_test, y_test) = mnist
+    ctx = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        has_touch=True,
+        is_mobile=True,
+    )
+    page = ctx.new_page()
+    page.goto(server + "/")
+    pad = page.locator("#pad").bounding_box()
+    assert pad["width"] > 300 and pad["x"] >= 0 and pad["x"] + pad["width"] <= 390
+    assert page.locator("#clear").is_disabled()
+    strokes = draw(page, x_test[0])
+    assert wait_for_answer(page, strokes) == str(int(y_test[0]))
+    page.screenshot(path=str(ARTIFACTS / "browser-phone.png"), full_page=True)
+    page.locator("#clear").click()
+    page.wait_for_selector('#result[data-state="idle"]')
+    ctx.close()
