@@ -10,7 +10,6 @@ import io
 import logging
 import socket
 import struct
-import threading
 import zlib
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from PIL import Image  # noqa: E402
 from serve_support import running_server, trained_run  # noqa: E402
 
 from mnistkit.serve import create_app  # noqa: E402
-from mnistkit.serve.batching import Batcher  # noqa: E402
 
 pytestmark = [pytest.mark.mnist, pytest.mark.slow]
 
@@ -225,39 +223,6 @@ def test_unknown_route_is_json(client):
 
 
 # ---- micro-batching ------------------------------------------------------------------
-
-
-def test_requests_arriving_together_share_one_batch():
-    """While one batch runs, the next requests queue and go through as one call."""
-    calls: list[list[int]] = []
-    release = threading.Event()
-
-    def predict_batch(xs):
-        calls.append(list(xs))
-        release.wait(10)
-        if any(x < 0 for x in xs):
-            raise ValueError("negative")
-        return [x * 10 for x in xs]
-
-    batcher = Batcher(predict_batch, max_batch=4)
-    first = batcher.submit(0)
-    while not calls:  # the worker holds the first item
-        threading.Event().wait(0.01)
-    xs = (1, 2, -3, 4, 5)
-    rest = [batcher.submit(x) for x in xs]
-    release.set()
-    assert first.result(10) == 0
-    for future, x in zip(rest, xs, strict=True):
-        if x < 0:
-            with pytest.raises(ValueError):
-                future.result(10)
-        else:
-            assert future.result(10) == 10 * x
-    batcher.close()
-    # [0], then [1,2,-3,4] fails as a whole and is redone one by one, then [5].
-    assert calls[0] == [0] and calls[1] == [1, 2, -3, 4]
-    assert [1] in calls and [-3] in calls and calls[-1] == [5]
-    assert batcher.stats()["largest_batch"] == 4
 
 
 def test_concurrent_requests_get_their_own_answers(clf, digits):
