@@ -1,74 +1,200 @@
-"""Pictures of digits and of runs. matplotlib is an optional extra, imported inside functions."""
+"""A run's report: the pictures of :mod:`mnistkit.plots` and one self-contained ``report.html``.
+
+:func:`write_report` is what ``mnistkit evaluate RUN_DIR --report`` calls; :func:`compare_rows`
+is behind ``mnistkit compare``. matplotlib is imported inside functions (``mnistkit[report]``).
+"""
 
 from __future__ import annotations
 
-import io
+import csv
+import json
 import math
 import os
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import plots
 from .errors import MnistkitError
-from .fileio import write_atomic
+from .metrics import calibration, class_scores, confusion_matrix
+
+# Re-exported: `data show` and others draw digit grids through these.
+from .plots import _pyplot, save_figure, save_grid  # noqa: F401
+
+__all__ = ["RunFiles", "compare_rows", "predict_probabilities", "read_run", "save_figure",
+           "save_grid", "write_report"]  # fmt: skip
+
+REPORT_FILES = ("curves.png", "confusion.png", "errors.png", "calibration.png", "report.html")
+# state_dict entries that are not learned parameters (BatchNorm statistics).
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib
+@dataclass(frozen=True)
+class RunFiles:
+    """What a run directory holds, read without torch."""
 
-        matplotlib.use("Agg")  # files only: no display on servers and in CI
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MnistkitError("plots need matplotlib: pip install 'mnistkit[report]'") from None
-    return plt
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    history: list[dict[str, str]]  # rows of history.csv, cells as written (empty: no value)
+
+    @property
+    def name(self) -> str:
+        return str(self.metrics.get("recipe") or self.config.get("recipe") or self.path.name)
+
+    @property
+    def dataset(self) -> str:
+        ds = self.metrics.get("dataset") or self.config.get("dataset") or "mnist"
+        return str(ds.get("name", "mnist") if isinstance(ds, dict) else ds)
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> None:
-    """Save a matplotlib figure as PNG atomically, then close it."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    _pyplot().close(fig)
-    write_atomic(path, buf.getvalue())
+def read_run(run_dir: str | os.PathLike[str]) -> RunFiles:
+    """Read ``config.json``, ``metrics.json`` and ``history.csv`` (the last may be missing)."""
+    path = Path(run_dir)
+    if not (path / "metrics.json").is_file():
+        raise MnistkitError(f"{path} is not a run directory (no metrics.json); train one with "
+                            f"`mnistkit train --recipe NAME --out {path}`.")  # fmt: skip
+
+    def load_json(name: str) -> dict[str, Any]:
+        try:
+            obj = json.loads((path / name).read_text()) if (path / name).is_file() else {}
+        except (OSError, ValueError) as e:
+            raise MnistkitError(f"cannot read {path / name}: {e}") from None
+        return obj if isinstance(obj, dict) else {}
+
+    history: list[dict[str, str]] = []
+    if (path / "history.csv").is_file():
+        with open(path / "history.csv", newline="") as f:
+            history = list(csv.DictReader(f))
+    return RunFiles(path, load_json("config.json"), load_json("metrics.json"), history)
 
 
-def save_grid(
-    images: np.ndarray,
-    captions: Sequence[str],
-    path: str | os.PathLike[str],
+def predict_probabilities(
+    run_dir: str | os.PathLike[str], images: np.ndarray, *, device: str = "cpu", batch_size: int = 1000
+) -> np.ndarray:  # fmt: skip
+    """Softmax probabilities (N, 10) float64 of the run's model for uint8 (N, 28, 28) images."""
+    import torch
+
+    from .runs import load_model
+
+    model, _ = load_model(Path(run_dir), device=device)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]))
+            x = batch.to(device=device, dtype=torch.float32)
+            if images.dtype == np.uint8:
+                x = x / 255.0
+            logits = model(x.reshape(-1, 1, 28, 28))  # (B, 10)
+            out.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 10))
+
+
+def write_report(
+    run_dir: str | os.PathLike[str],
     *,
-    title: str | None = None,
-    caption_colors: Sequence[str] | None = None,
-    columns: int | None = None,
-) -> None:
-    """A grid of grayscale digits, each with a caption under it, written as PNG.
-
-    Digits are drawn as MNIST stores them (0 = background, 255 = ink) in ink-on-paper colors,
-    with nearest-neighbour pixels so a person sees exactly the 28x28 values.
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    probabilities: np.ndarray | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """Write ``curves.png``, ``confusion.png``, ``errors.png``, ``calibration.png`` and a
+    self-contained ``report.html`` for a run.
 
     Args:
-        images: (N, H, W) uint8 or float in [0, 1].
-        captions: one string per image.
-        path: the PNG file to write.
-        title: a line above the grid.
-        caption_colors: one matplotlib color per caption (e.g. red for errors).
-        columns: images per row (default: about square).
+        run_dir: the run directory (``metrics.json``, ``config.json``, ``history.csv``).
+        x_test, y_test: the test split (uint8 (N, 28, 28), (N,)); default: the run's data set,
+            loaded and verified through :func:`mnistkit.data.load`.
+        probabilities: (N, K) softmax outputs on ``x_test``; default: computed with the run's
+            model (:func:`predict_probabilities`), which needs torch.
+        out_dir: where the files go (default ``run_dir``).
+        device: for computing probabilities.
+        data_dir, cache_dir: passed to :func:`mnistkit.data.load` when loading the test split.
+        log: progress lines (default: silent).
+
+    Returns:
+        ``{"curves": path, "confusion": ..., "errors": ..., "calibration": ..., "html": ...}``.
     """
-    plt = _pyplot()
-    n = len(images)
-    cols = columns or max(1, math.ceil(math.sqrt(n)))
-    rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.45 * rows + 0.4), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k >= n:
-            continue
-        ax.imshow(images[k], cmap="gray_r", interpolation="nearest",
-                  vmin=0, vmax=255 if images[k].dtype == np.uint8 else 1)  # fmt: skip
-        color = caption_colors[k] if caption_colors else "black"
-        ax.set_title(captions[k], fontsize=8, color=color, pad=2)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path)
+    from . import data
+    from .report_html import render_html
+
+    say = log or (lambda m: None)
+    run = read_run(run_dir)
+    out = Path(out_dir) if out_dir is not None else run.path
+    classes = list(data.get_dataset(run.dataset).classes) if run.dataset in data.DATASETS else None
+    if x_test is None or y_test is None:
+        say(f"loading the {run.dataset} test split")
+        loaded = data.load(run.dataset, data_dir=data_dir, cache_dir=cache_dir, log=say)
+        (_, _), (x_test, y_test) = loaded.arrays
+    if probabilities is None:
+        say(f"predicting {len(x_test)} test images with {run.path}")
+        probabilities = predict_probabilities(run.path, x_test, device=device)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(y_test).astype(np.int64)
+    if probabilities.ndim != 2 or len(probabilities) != len(labels) or len(x_test) != len(labels):
+        raise MnistkitError(f"{len(x_test)} images, {len(labels)} labels and probabilities of "
+                            f"shape {probabilities.shape} do not match.")  # fmt: skip
+    k = probabilities.shape[1]
+    classes = classes if classes and len(classes) == k else [str(i) for i in range(k)]
+
+    cm = confusion_matrix(labels, probabilities.argmax(axis=1), n_classes=k)
+    scores = class_scores(cm)
+    cal = calibration(probabilities, labels)
+    m = run.metrics
+    paths = {key: out / f"{key}.png" for key in ("curves", "confusion", "errors", "calibration")}
+    say(f"writing the report into {out}")
+    plots.plot_curves(run.history, paths["curves"], final=m, title=f"{run.name}: training curves")
+    plots.plot_confusion(cm, paths["confusion"], classes=classes)
+    shown = plots.plot_errors(x_test, labels, probabilities, paths["errors"], classes=classes)
+    plots.plot_calibration(cal, paths["calibration"])
+    paths["html"] = out / "report.html"
+    render_html(run, paths, cm=cm, scores=scores, cal=cal, classes=classes, errors_shown=shown)
+    return paths
+
+
+def count_parameters(run_dir: str | os.PathLike[str]) -> int | None:
+    """Learned parameters in ``model.safetensors``, read from its header alone (no torch).
+
+    The safetensors format starts with a little-endian u64 header size, then a JSON header
+    mapping each tensor name to its dtype, shape and offsets.
+    """
+    path = Path(run_dir) / "model.safetensors"
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+    except (OSError, ValueError, struct.error):
+        return None
+    return sum(
+        math.prod(t["shape"])
+        for name, t in header.items()
+        if name != "__metadata__" and not name.endswith(_BUFFER_SUFFIXES)
+    )
+
+
+def compare_rows(run_dirs: list[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    """One row per run: name, test/train accuracy and loss, epochs, seconds, parameters."""
+    rows = []
+    for d in run_dirs:
+        run = read_run(d)
+        m = run.metrics
+        params = m.get("parameters") or run.config.get("parameters") or count_parameters(d)
+        rows.append({
+            "run": str(run.path),
+            "name": run.name,
+            "test_accuracy": m.get("test_accuracy"),
+            "test_loss": m.get("test_loss"),
+            "train_accuracy": m.get("train_accuracy"),
+            "epochs": m.get("epochs"),
+            "seconds": m.get("train_seconds", m.get("total_seconds")),
+            "parameters": params,
+        })  # fmt: skip
+    return rows
