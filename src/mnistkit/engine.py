@@ -1,0 +1,258 @@
+"""The training engine: a pure ``train_step``, ``evaluate``, and the epoch loop ``fit``.
+
+The data set lives in memory as one float32 tensor (MNIST's 60,000 images are 188 MB); an
+epoch indexes a fresh permutation into it, batch by batch, with no DataLoader and no worker
+processes. Figures are accumulated as tensors and read (``.item()``) once per epoch, or every
+``REFRESH_STEPS`` steps when a progress bar is drawn, so the loop adds almost nothing per step
+to what the model itself costs.
+
+The orchestration (data, run directory, resume) is :func:`mnistkit.training.train`. (This
+module is not called ``train.py``: importing a submodule ``mnistkit.train`` would rebind the
+name ``mnistkit.train``, the public function, to the module.)
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .recipes import Recipe
+
+REFRESH_STEPS = 25  # how often a terminal progress bar reads the running loss (a sync point)
+
+
+@dataclass
+class Split:
+    """Images as float32 (N, 1, 28, 28) in [0, 1] and labels int64 (N,), on one device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def to_split(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> Split:
+    """uint8 images -> float32 / 255 once, on ``device``: every seed scaled pixels to [0, 1]."""
+    return Split(x.to(device).float().div_(255.0), y.to(device))
+
+
+def lr_at(recipe: Recipe, step: int, steps_per_epoch: int, total_steps: int, lr: float) -> float:
+    """The learning rate for optimizer step ``step`` (from 0) under the recipe's schedule.
+
+    Args:
+        recipe: gives ``schedule`` and ``schedule_kwargs`` (``warmup_epochs``, ``gamma``,
+            ``step_epochs``).
+        step: the global step about to be taken.
+        steps_per_epoch: steps in one epoch.
+        total_steps: steps in the whole run.
+        lr: the peak rate.
+
+    Returns:
+        The rate for this step.
+    """
+    kw = recipe.schedule_kwargs
+    warmup = int(kw.get("warmup_epochs", 0) * steps_per_epoch)
+    if recipe.schedule == "constant":
+        return lr
+    if recipe.schedule == "step":
+        return lr * kw.get("gamma", 0.1) ** (
+            step // int(kw.get("step_epochs", 1) * steps_per_epoch)
+        )
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    frac = (step - warmup) / max(1, total_steps - warmup)  # 0 -> 1 after warm-up
+    if recipe.schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * frac))
+    if recipe.schedule == "onecycle":
+        return lr * (1 - frac)
+    raise ValueError(f"unknown schedule {recipe.schedule!r}")
+
+
+def l1_params(model: nn.Module) -> list[torch.Tensor]:
+    named = dict(model.named_parameters())
+    return [named[n] for n in getattr(model, "l1_weights", [])]
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    l1: float = 0.0,
+    l1_weights: list[torch.Tensor] | None = None,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on one batch.
+
+    Args:
+        model: in training mode.
+        optimizer: over the model's parameters.
+        x: images (B, 1, 28, 28) float32 in [0, 1].
+        y: labels (B,) int64.
+        l1: Keras's ``regularizers.l1``: ``l1 * sum|w|`` over ``l1_weights`` joins the loss.
+        l1_weights: the kernels it applies to.
+        label_smoothing: as ``F.cross_entropy`` takes it.
+
+    Returns:
+        ``(loss, correct)`` as 0-d tensors, not synchronised: the batch's mean objective
+        (cross-entropy plus penalty, what Keras's fit log shows) and its count of right answers.
+    """
+    logits = model(x)
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    if l1 and l1_weights:
+        loss = loss + l1 * sum(w.abs().sum() for w in l1_weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    """Logits (N, 10) of the model in eval mode, in batches of ``batch_size``."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model: nn.Module, split: Split, batch_size: int = 2000) -> dict[str, Any]:
+    """Mean cross-entropy and accuracy of the model (eval mode: no dropout) on a split.
+
+    Returns:
+        ``{"loss": float, "accuracy": float, "predictions": int64 tensor (N,) on the CPU}``.
+        The loss is the plain cross-entropy, without any L1 penalty.
+    """
+    logits = predict_logits(model, split.x, batch_size)
+    loss = F.cross_entropy(logits, split.y).item()
+    pred = logits.argmax(1)
+    return {
+        "loss": loss,
+        "accuracy": (pred == split.y).float().mean().item(),
+        "predictions": pred.cpu(),
+    }
+
+
+class Progress:
+    """Keras-like progress: a tqdm bar per epoch on a terminal, else one line per epoch."""
+
+    def __init__(self, epochs: int, steps: int, quiet: bool, stream: Any = None):
+        self.epochs, self.steps, self.quiet = epochs, steps, quiet
+        self.stream = stream or sys.stderr
+        self.bar: Any = None
+
+    def start(self, epoch: int) -> None:
+        if not self.quiet and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.steps, desc=f"Epoch {epoch}/{self.epochs}", unit="step",
+                            file=self.stream, dynamic_ncols=True, leave=True)  # fmt: skip
+
+    def step(self, n: int, loss: float | None = None, acc: float | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if loss is not None:
+                self.bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{acc:.4f}", refresh=False)
+
+    def end(self, epoch: int, row: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.quiet:
+            return
+        line = (f"epoch {epoch}/{self.epochs} - {row['seconds']:.1f}s - loss {row['train_loss']:.4f}"
+                f" - accuracy {row['train_accuracy']:.4f}")  # fmt: skip
+        if row.get("val_loss") is not None:
+            line += f" - val_loss {row['val_loss']:.4f} - val_accuracy {row['val_accuracy']:.4f}"
+        print(line + f" - lr {row['lr']:.3g}", file=self.stream, flush=True)
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    recipe: Recipe,
+    train: Split,
+    val: Split | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    generator: torch.Generator,
+    start_epoch: int = 0,
+    history: list[dict[str, Any]] | None = None,
+    on_epoch_end: Callable[[int, list[dict[str, Any]]], None] | None = None,
+    quiet: bool = False,
+) -> list[dict[str, Any]]:
+    """Train for epochs ``start_epoch + 1 .. epochs``; shuffles every epoch as Keras's fit does.
+
+    Args:
+        model, optimizer, recipe: what to train and how (schedule, L1, smoothing, layout).
+        train, val: the data; ``val`` may be None.
+        epochs: the last epoch to run (a resumed run passes its start in ``start_epoch``).
+        batch_size: examples per step; the last, smaller batch of an epoch is kept (Keras).
+        lr: the peak learning rate.
+        generator: the shuffling RNG (its state is part of a checkpoint).
+        history: rows of the epochs already run, extended in place.
+        on_epoch_end: called with (epoch, history) after each epoch: the checkpoint hook.
+        quiet: no progress output.
+
+    Returns:
+        The history: one dict per epoch with ``runs.HISTORY_COLUMNS``.
+    """
+    history = [] if history is None else history
+    n = len(train)
+    steps = math.ceil(n / batch_size)
+    fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    weights = l1_params(model) if recipe.l1 else None
+    progress = Progress(epochs, steps, quiet)
+    for epoch in range(start_epoch + 1, epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        progress.start(epoch)
+        perm = torch.randperm(n, generator=generator).to(train.x.device)
+        loss_sum = torch.zeros((), device=train.x.device)
+        correct = torch.zeros((), dtype=torch.long, device=train.x.device)
+        for s in range(steps):
+            if recipe.schedule != "constant":
+                rate = lr_at(recipe, (epoch - 1) * steps + s, steps, epochs * steps, lr)
+                for g in optimizer.param_groups:
+                    g["lr"] = rate
+            idx = perm[s * batch_size : (s + 1) * batch_size]
+            xb = train.x.index_select(0, idx).contiguous(memory_format=fmt)
+            loss, right = train_step(model, optimizer, xb, train.y[idx], recipe.l1, weights,
+                                     recipe.label_smoothing)  # fmt: skip
+            loss_sum += loss * len(idx)
+            correct += right
+            if progress.bar is not None and (s + 1) % REFRESH_STEPS == 0:
+                seen = min(n, (s + 1) * batch_size)
+                progress.step(REFRESH_STEPS, loss_sum.item() / seen, correct.item() / seen)
+        if progress.bar is not None:
+            progress.step(steps % REFRESH_STEPS)
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": loss_sum.item() / n,
+            "train_accuracy": correct.item() / n,
+            "val_loss": None,
+            "val_accuracy": None,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        if val is not None and len(val):
+            v = evaluate(model, val, recipe.eval_batch_size)
+            row["val_loss"], row["val_accuracy"] = v["loss"], v["accuracy"]
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        progress.end(epoch, row)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history)
+    return history

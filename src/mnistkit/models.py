@@ -1,0 +1,239 @@
+"""The model zoo: every architecture of the seed tutorials, in a registry as timm keeps one.
+
+Contract (other modules rely on it): a model takes float32 images (N, 1, 28, 28) in [0, 1],
+ink high as MNIST stores it, and returns logits (N, 10). Anything model-specific that the
+seed did to its input (flattening, seed 001's unscaled 0..255 pixels) happens *inside* the
+model, so predict/serve/ONNX feed every model the same [0, 1] images. Softmax is not part of
+the model: the loss applies it (see ``train.py``), which is the Keras softmax + categorical
+cross-entropy pair computed stably.
+
+Weights start as Keras 2 initialises them (Glorot-uniform kernels, zero biases), so a seed
+recipe trains from the same distribution the seed did. Only plain ``nn`` layers are used, so
+every model exports to ONNX.
+
+Add a model with a small decorated function::
+
+    @register_model
+    def tiny_mlp() -> Net:
+        return Net([nn.Flatten(), nn.Linear(784, 10)])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import MnistkitError
+
+MODELS: dict[str, Callable[..., Net]] = {}
+
+
+def register_model(fn: Callable[..., Net]) -> Callable[..., Net]:
+    """Register a model constructor under its function name, ``_`` spelled ``-``."""
+    MODELS[fn.__name__.replace("_", "-")] = fn
+    return fn
+
+
+class Net(nn.Sequential):
+    """A stack of layers, Keras ``Sequential`` style, with Keras 2's initialisation.
+
+    Args:
+        layers: the layers in order.
+        l1_weights: names of the parameters a recipe's L1 penalty applies to (the kernels
+            that had a ``kernel_regularizer`` in the seed); ``None`` means every kernel.
+    """
+
+    def __init__(self, layers: list[nn.Module], l1_weights: list[str] | None = None):
+        super().__init__(*layers)
+        for m in self.modules():
+            if isinstance(m, nn.Linear | nn.Conv2d):
+                # Keras 2 defaults: glorot_uniform kernels (fan_in/fan_out as torch computes
+                # them for (out, in, kh, kw), which matches Keras's kh*kw*in / kh*kw*out), and
+                # zero biases. PyTorch's own default is Kaiming-uniform with uniform biases.
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.l1_weights = l1_weights or [n for n, p in self.named_parameters() if p.dim() > 1]
+
+
+class Scale(nn.Module):
+    """Multiply the input by a constant: seed 001's MLP saw raw 0..255 pixels."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+
+def create_model(name: str, **kwargs: Any) -> Net:
+    """Build a registered model.
+
+    Args:
+        name: a key of :data:`MODELS`, e.g. ``"convnet"``.
+        **kwargs: passed to the model's constructor.
+
+    Returns:
+        The model, in training mode, on the CPU.
+
+    Raises:
+        MnistkitError: the name is unknown (the message lists the valid ones) or the
+            arguments do not fit the constructor.
+    """
+    if name not in MODELS:
+        raise MnistkitError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}.")
+    try:
+        return MODELS[name](**kwargs)
+    except TypeError as e:
+        raise MnistkitError(f"model {name!r} does not take these arguments {kwargs}: {e}") from e
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --- the seed architectures ------------------------------------------------------------
+
+
+@register_model
+def dense512(hidden: int = 512) -> Net:
+    """Seeds 000 and 002: Dense(512, relu) -> Dense(10, softmax) on pixels / 255. 407,050 params."""
+    return Net([nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 10)])
+
+
+@register_model
+def mlp_l1(dropout: float = 0.01, scale: float = 255.0) -> Net:
+    """Seed 001: Dense 128 -> 32 -> 10 with dropout 0.01, L1 on the two hidden kernels.
+
+    Seed 001 fed ``astype('float')`` pixels without dividing by 255, so ``scale=255`` turns
+    our [0, 1] input back into what it saw. 104,938 params.
+    """
+    layers: list[nn.Module] = [
+        Scale(scale),
+        nn.Flatten(),
+        nn.Linear(784, 128),  # index 2
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(128, 32),  # index 5
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(32, 10),
+    ]
+    # kernel_regularizer=l1(1e-4) sat on the first two Dense layers only, not the output one.
+    return Net(layers, l1_weights=["2.weight", "5.weight"])
+
+
+@register_model
+def lenet() -> Net:
+    """Seed 001's LeNet: 3x3 'valid' convs 6-16-120, 2x2 average pooling, Dense 84. 109,994 params."""
+    return Net(
+        [
+            nn.Conv2d(1, 6, 3), nn.ReLU(), nn.AvgPool2d(2),     # (N, 6, 13, 13)
+            nn.Conv2d(6, 16, 3), nn.ReLU(), nn.AvgPool2d(2),    # (N, 16, 5, 5)
+            nn.Conv2d(16, 120, 3), nn.ReLU(),                   # (N, 120, 3, 3)
+            nn.Flatten(),                                       # (N, 1080)
+            nn.Linear(1080, 84), nn.ReLU(),
+            nn.Linear(84, 10),
+        ]
+    )  # fmt: skip
+
+
+@register_model
+def convnet() -> Net:
+    """Seed 003 (Deep Learning with Python, 2nd ed.): convs 32-64-128, max pooling. 104,202 params."""
+    return Net(
+        [
+            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),    # (N, 32, 13, 13)
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),   # (N, 64, 5, 5)
+            nn.Conv2d(64, 128, 3), nn.ReLU(),                   # (N, 128, 3, 3)
+            nn.Flatten(),                                       # (N, 1152)
+            nn.Linear(1152, 10),
+        ]
+    )  # fmt: skip
+
+
+@register_model
+def deep_convnet(dropout: float = 0.5) -> Net:
+    """Seed 004: 'same' convs 64-128-256, each max-pooled then dropout 0.5; Dense 128-64-32.
+
+    Keras's 'valid' pooling floors 7 -> 3, so the flattened size is 256 * 3 * 3 = 2304.
+    675,370 params (seed 004's summary: 640, 73,856, 295,168 for the convolutions).
+    """
+    return Net(
+        [
+            nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),
+            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),
+            nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),
+            nn.Flatten(),                                       # (N, 2304)
+            nn.Linear(2304, 128), nn.ReLU(),
+            nn.Linear(128, 64), nn.ReLU(),
+            nn.Linear(64, 32), nn.ReLU(),
+            nn.Linear(32, 10),
+        ]
+    )  # fmt: skip
+
+
+# --- summary ---------------------------------------------------------------------------
+
+
+def summary(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> str:
+    """A Keras-style table: one row per layer with its output shape and parameter count.
+
+    Shapes are PyTorch's (N, C, H, W), where Keras prints (None, H, W, C); the parameter
+    counts are the same as Keras's for the same architecture. A ReLU is folded into the row
+    of the layer before it, as Keras shows ``activation="relu"``.
+
+    Args:
+        model: any module; its leaf layers are listed in call order.
+        input_shape: the shape of the dummy batch pushed through to record output shapes.
+
+    Returns:
+        The table as text, ending with the total, trainable and non-trainable counts.
+    """
+    rows: list[tuple[str, str, int]] = []
+    counts: dict[str, int] = {}
+
+    def hook(module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        kind = type(module).__name__
+        if isinstance(module, nn.ReLU) and rows:  # Keras shows activation= inside its layer
+            name, shape, params = rows[-1]
+            rows[-1] = (name.replace(")", "+relu)"), shape, params)
+            return
+        counts[kind] = counts.get(kind, 0) + 1
+        shape = "(None, " + ", ".join(str(d) for d in out.shape[1:]) + ")"
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        rows.append((f"{kind.lower()}_{counts[kind]} ({kind})", shape, params))
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(input_shape))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+
+    total = count_parameters(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    line, thick = "_" * 65, "=" * 65
+    out = [line, f"{'Layer (type)':<29}{'Output Shape':<26}{'Param #':>10}", thick]
+    for i, (name, shape, params) in enumerate(rows):
+        out.append(f"{name:<29}{shape:<26}{params:>10,}")
+        out.append(line if i < len(rows) - 1 else thick)
+    out += [
+        f"Total params: {total:,}",
+        f"Trainable params: {trainable:,}",
+        f"Non-trainable params: {total - trainable:,}",
+        line,
+    ]
+    return "\n".join(out)

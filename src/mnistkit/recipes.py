@@ -1,0 +1,177 @@
+"""Named training recipes: a model, an optimizer, a schedule and the numbers that go with them.
+
+The ``seed-*`` recipes reproduce the tutorials in ``shared/seeds/`` as they ran: the seed's
+architecture, optimizer, learning rate, batch size, epochs, loss and regularisation, and the
+Keras 2 defaults of their time for whatever the seed left unsaid (Glorot-uniform kernels and
+zero biases, in ``models.py``; RMSprop rho 0.9 / eps 1e-7 and Adagrad rate 0.01, in
+``optim.py``; categorical cross-entropy on softmax outputs; shuffling every epoch).
+
+"Faithful" here means: the same function being optimised from the same initial distribution
+with the same update rule and the same data order statistics. It does not mean bit-identical
+to TensorFlow. Two deliberate differences, both immaterial to accuracy:
+
+- The loss is ``cross_entropy(logits)``, the stable form of Keras's softmax followed by
+  ``-log(clip(p, 1e-7, 1 - 1e-7))``; they differ only where a true-class probability is below
+  1e-7, where Keras's clip zeroes the gradient.
+- Keras flattens (H, W, C); PyTorch flattens (C, H, W). This permutes the first Dense layer's
+  inputs, which an i.i.d. initialisation cannot tell apart.
+
+Adding a recipe is one decorated function returning a :class:`Recipe`::
+
+    @register_recipe
+    def fast() -> Recipe:
+        return Recipe(name="fast", model="convnet", optimizer="sgd", lr=0.1, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import MnistkitError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides what a training run does, apart from the seed and the data."""
+
+    name: str
+    model: str  # a key of models.MODELS
+    optimizer: str  # a key of optim.OPTIMIZERS
+    lr: float  # peak learning rate, per step of one batch (not scaled by batch size)
+    batch_size: int  # examples per step
+    epochs: int
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Learning rate over the run, see train.lr_at: "constant", "cosine" (to 0, after a linear
+    # warm-up of warmup_epochs), "onecycle" (linear up for warmup_epochs, then linear to 0),
+    # "step" (times gamma every step_epochs).
+    schedule: str = "constant"
+    schedule_kwargs: dict[str, float] = field(default_factory=dict)
+    loss: str = "categorical cross-entropy on softmax outputs"
+    label_smoothing: float = 0.0  # 0 for every seed (Keras's default)
+    l1: float = 0.0  # coefficient of sum|w| over the model's l1_weights, added to each batch loss
+    preprocessing: str = "pixels / 255, float32"  # what the seed did; the model does any extra
+    channels_last: bool = False  # NHWC memory format for convolutions: faster on CPU (oneDNN)
+    eval_batch_size: int = 2000  # examples per forward pass when evaluating (memory, not maths)
+    # Provenance, for `mnistkit reproduce` and the docs.
+    source: str = ""  # the seed file(s), or "ours"
+    reported_test_accuracy: float | None = None  # the seed's own figure, as a fraction
+    reported_train_accuracy: float | None = None
+    notes: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+RECIPES: dict[str, Callable[[], Recipe]] = {}
+
+
+def register_recipe(fn: Callable[[], Recipe]) -> Callable[[], Recipe]:
+    """Register a recipe factory under the name of the recipe it returns."""
+    RECIPES[fn().name] = fn
+    return fn
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name``.
+
+    Raises:
+        MnistkitError: the name is unknown; the message lists the valid ones.
+    """
+    if name not in RECIPES:
+        raise MnistkitError(
+            f"unknown recipe {name!r}; choose one of: {', '.join(sorted(RECIPES))}."
+        )
+    return RECIPES[name]()
+
+
+def seed_recipes() -> list[str]:
+    """The names of the recipes that reproduce a seed tutorial, in seed order."""
+    return [n for n in RECIPES if n.startswith("seed-")]
+
+
+# --- the seed tutorials ------------------------------------------------------------------
+
+
+@register_recipe
+def seed_dense512() -> Recipe:
+    return Recipe(
+        name="seed-dense512",
+        model="dense512",
+        optimizer="rmsprop",  # compile(optimizer='rmsprop'): Keras defaults, lr 0.001
+        lr=0.001,
+        batch_size=128,
+        epochs=5,
+        source="000_1fc7d6678c120e51.txt, 002_e4b21ab03f5f219a.txt",
+        reported_test_accuracy=0.9783,  # seed 000: "测试精度为97.83 %"; seed 002: "98%左右"
+        reported_train_accuracy=0.9886,  # seed 000: "98.86%的精度"
+        notes="Deep Learning with Python ch. 2; images reshaped to 784 and divided by 255.",
+    )
+
+
+@register_recipe
+def seed_mlp_l1() -> Recipe:
+    return Recipe(
+        name="seed-mlp-l1",
+        model="mlp-l1",
+        model_kwargs={"dropout": 0.01},
+        optimizer="rmsprop",  # RMSprop(lr=0.001)
+        lr=0.001,
+        batch_size=128,
+        epochs=20,
+        l1=1e-4,  # regularizers.l1(0.0001) on the two hidden Dense kernels
+        preprocessing="pixels as float 0..255, not divided by 255 (the model scales by 255)",
+        source="001_9183f890491e7652.txt",
+        notes="Seed 001's full-connected network; it reports no figure.",
+    )
+
+
+@register_recipe
+def seed_lenet() -> Recipe:
+    return Recipe(
+        name="seed-lenet",
+        model="lenet",
+        optimizer="rmsprop",  # RMSprop(lr=0.001)
+        lr=0.001,
+        batch_size=128,
+        epochs=10,
+        channels_last=True,
+        source="001_9183f890491e7652.txt",
+        notes="Seed 001's LeNet (3x3 convs, average pooling); it reports no figure.",
+    )
+
+
+@register_recipe
+def seed_convnet() -> Recipe:
+    return Recipe(
+        name="seed-convnet",
+        model="convnet",
+        optimizer="rmsprop",  # compile(optimizer="rmsprop")
+        lr=0.001,
+        batch_size=64,
+        epochs=5,
+        loss="sparse categorical cross-entropy on softmax outputs",  # same maths, int labels
+        channels_last=True,
+        source="003_e2dc3e86e9e85927.txt",
+        reported_test_accuracy=0.989,  # "测试精度达到了 98.9%"
+        notes="Deep Learning with Python 2nd ed. ch. 8.",
+    )
+
+
+@register_recipe
+def seed_deep_convnet() -> Recipe:
+    return Recipe(
+        name="seed-deep-convnet",
+        model="deep-convnet",
+        model_kwargs={"dropout": 0.5},
+        optimizer="adagrad",  # compile(optimizer='adagrad') on Keras 2: lr 0.01, eps 1e-7
+        lr=0.01,
+        batch_size=128,
+        epochs=20,
+        channels_last=True,
+        source="004_65733d12bc061a61.txt",
+        reported_test_accuracy=0.994,  # "最后获得的精确度为99.4%"
+        notes="validation_data=(X_test, y_test) in the seed only monitored; it never trained on it.",
+    )

@@ -1,0 +1,275 @@
+"""``mnistkit.train``: a recipe, the data and a seed in; a run directory and a model out.
+
+Order of events, chosen so bad input writes nothing: check every argument, load and verify
+the data, and only then create the run directory. ``config.json`` is written first (so the
+folder describes itself and ``--resume`` can rebuild the run), a checkpoint after every
+epoch, and ``metrics.json`` last, which marks the run finished.
+
+Ctrl-C: the checkpoint of the last finished epoch is already on disk, so an interrupted run
+is resumable; the CLI maps the KeyboardInterrupt to exit status 130.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import data, runs
+from .engine import Split, evaluate, fit, to_split
+from .errors import MnistkitError
+from .models import create_model
+from .optim import create_optimizer
+from .recipes import Recipe, get_recipe
+
+
+@dataclass
+class Run:
+    """A finished training run: the model (eval mode), ``metrics.json``, and where it lies."""
+
+    model: torch.nn.Module
+    metrics: dict[str, Any]
+    path: Path
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when present, else the CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise MnistkitError(f"--device must be auto, cpu or cuda, not {device!r}.")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MnistkitError("--device cuda was asked for but PyTorch sees no CUDA GPU; use cpu.")
+    return torch.device(device)
+
+
+def _check_positive(name: str, value: float | None, kind: type = int) -> None:
+    if value is not None and (not isinstance(value, int | float) or value <= 0):
+        raise MnistkitError(f"{name} must be a positive {kind.__name__}, not {value!r}.")
+
+
+def _rng_state(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state(), "shuffle": gen.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _versions() -> dict[str, str]:
+    from . import __version__
+
+    return {
+        "mnistkit": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def train(
+    recipe: str | Recipe | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    val_split: float = 0.0,
+    device: str = "auto",
+    threads: int | None = None,
+    dataset: str = "mnist",
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    quiet: bool = False,
+    resume: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> Run:
+    """Train a recipe, evaluate it on the test split and write a run directory.
+
+    Args:
+        recipe: a recipe name (``"seed-dense512"``...) or a :class:`Recipe`; optional with
+            ``resume``, which takes the run's own.
+        out: the run directory; default ``runs/<recipe>-<date>-<time>``.
+        epochs, batch_size, lr: override the recipe's. With ``resume``, ``epochs`` may
+            extend the run; the rest come from the run's config.
+        seed: seeds the initial weights, the shuffling and dropout. Same seed, same thread
+            count, same result on the CPU.
+        val_split: fraction of the training images held out for validation, taken from the
+            end as Keras's ``validation_split`` does; 0 for none.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        threads: CPU threads for PyTorch (``torch.set_num_threads``); default PyTorch's.
+        dataset, data_dir, cache_dir: where the data come from (see :func:`mnistkit.data.load`).
+        quiet: no progress output.
+        resume: a run directory with a checkpoint: continue it where it stopped.
+        overwrite: allow ``out`` to be a non-empty folder.
+
+    Returns:
+        :class:`Run` with the trained model (eval mode), the metrics and the run directory.
+
+    Raises:
+        MnistkitError: an unknown recipe, non-positive epochs/batch size/learning rate, a bad
+            validation fraction or device, an occupied ``out``, a bad ``resume`` folder, or
+            unavailable data. Nothing is written in these cases.
+    """
+    t_start = time.perf_counter()
+    for name, value in (("epochs", epochs), ("batch size", batch_size), ("threads", threads)):
+        _check_positive(name, value)
+    _check_positive("the learning rate", lr, float)
+    if not 0.0 <= val_split < 1.0:
+        raise MnistkitError(f"the validation split must lie in [0, 1), not {val_split!r}.")
+    config: dict[str, Any] = {}
+    if resume is not None:
+        config = runs.read_config(resume)
+        if not (Path(resume) / runs.CKPT_STATE).is_file():
+            raise MnistkitError(f"{str(resume)!r} has no checkpoint to resume from.")
+        rec = Recipe(**config["recipe_settings"])
+        if recipe is not None and (recipe if isinstance(recipe, str) else recipe.name) != rec.name:
+            raise MnistkitError(f"{str(resume)!r} is a run of {rec.name!r}, not {recipe!r}.")
+        seed, val_split, dataset = config["seed"], config["val_split"], config["dataset"]
+        batch_size, lr = config["batch_size"], config["lr"]
+        epochs = epochs or config["epochs"]
+        out = resume
+    elif recipe is None:
+        raise MnistkitError("name a recipe to train (see `mnistkit models`), or --resume a run.")
+    else:
+        rec = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    rec = replace(rec, epochs=epochs or rec.epochs, batch_size=batch_size or rec.batch_size,
+                  lr=lr or rec.lr)  # fmt: skip
+    out = Path(out or Path("runs") / f"{rec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if resume is None and out.exists() and any(out.iterdir()) and not overwrite:
+        raise MnistkitError(
+            f"{str(out)!r} already holds files; choose another --out or --resume it."
+        )
+    dev = resolve_device(device)
+    create_model(rec.model, **rec.model_kwargs)  # fail on bad model arguments before loading data
+    if threads:
+        torch.set_num_threads(threads)
+
+    loaded = (
+        data.load(dataset, data_dir=data_dir, cache_dir=cache_dir, log=lambda m: None)
+        if quiet
+        else data.load(dataset, data_dir=data_dir, cache_dir=cache_dir)
+    )
+    (xtr, ytr), (xte, yte) = loaded.arrays
+    n_val = int(round(len(ytr) * val_split))
+    if n_val and n_val >= len(ytr):
+        raise MnistkitError(f"a validation split of {val_split} leaves no training images.")
+    x_all = torch.from_numpy(xtr.copy()).unsqueeze(1)  # (N, 1, 28, 28) uint8
+    y_all = torch.from_numpy(ytr.astype("int64"))
+    n_fit = len(y_all) - n_val
+    train_split = to_split(x_all[:n_fit], y_all[:n_fit], dev)
+    val = to_split(x_all[n_fit:], y_all[n_fit:], dev) if n_val else None
+    test = to_split(
+        torch.from_numpy(xte.copy()).unsqueeze(1), torch.from_numpy(yte.astype("int64")), dev
+    )
+
+    # One seed drives everything: the initial weights and dropout (global RNG), the shuffling.
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = create_model(rec.model, **rec.model_kwargs).to(dev)
+    if rec.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer = create_optimizer(rec.optimizer, model.parameters(), rec.lr, **rec.optimizer_kwargs)
+
+    start_epoch, history = 0, []
+    if resume is not None:
+        rng, state = runs.load_checkpoint(out, model, optimizer)
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        if start_epoch >= rec.epochs:
+            raise MnistkitError(f"{str(out)!r} already ran {start_epoch} epochs; pass --epochs "
+                                f"above {start_epoch} to continue it.")  # fmt: skip
+        torch.set_rng_state(rng["torch"])
+        gen.set_state(rng["shuffle"])
+        if "cuda" in rng and dev.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], dev)
+
+    config = {
+        "recipe": rec.name, "recipe_settings": rec.to_dict(), "model": rec.model,
+        "model_kwargs": rec.model_kwargs, "optimizer": rec.optimizer,
+        "optimizer_kwargs": rec.optimizer_kwargs, "epochs": rec.epochs,
+        "batch_size": rec.batch_size, "lr": rec.lr, "schedule": rec.schedule, "l1": rec.l1,
+        "seed": seed, "val_split": val_split, "device": dev.type, "threads": torch.get_num_threads(),
+        "dataset": dataset, "data_source": loaded.source, "data_sha256": loaded.sha256,
+        "n_train": n_fit, "n_val": n_val, "n_test": len(test), "versions": _versions(),
+    }  # fmt: skip
+    runs.write_config(out, config)
+
+    def checkpoint(epoch: int, hist: list[dict[str, Any]]) -> None:
+        runs.save_checkpoint(out, model, optimizer, _rng_state(gen, dev),
+                             {"epoch": epoch, "history": hist})  # fmt: skip
+
+    history = fit(model, optimizer, rec, train_split, val, epochs=rec.epochs,
+                  batch_size=rec.batch_size, lr=rec.lr, generator=gen, start_epoch=start_epoch,
+                  history=history, on_epoch_end=checkpoint, quiet=quiet)  # fmt: skip
+    train_seconds = sum(row["seconds"] for row in history)
+    metrics = _final_metrics(model, rec, train_split, val, test)
+    metrics.update(
+        recipe=rec.name, dataset=dataset, epochs=rec.epochs, seed=seed, device=dev.type,
+        threads=torch.get_num_threads(), train_seconds=round(train_seconds, 3),
+        total_seconds=round(time.perf_counter() - t_start, 3),
+        examples_per_second=round(n_fit * rec.epochs / max(train_seconds, 1e-9), 1),
+    )  # fmt: skip
+    runs.save_run(out, model, config, metrics, history)
+    return Run(model.eval(), metrics, out)
+
+
+def _final_metrics(model: torch.nn.Module, rec: Recipe, train: Split, val: Split | None,
+                   test: Split) -> dict[str, Any]:  # fmt: skip
+    """Test and train figures of the final model in eval mode (no dropout), as Keras's
+    ``evaluate`` gives them; the train figures are on the images it trained on (no val)."""
+    te = evaluate(model, test, rec.eval_batch_size)
+    tr = evaluate(model, train, rec.eval_batch_size)
+    va = evaluate(model, val, rec.eval_batch_size) if val is not None else None
+    return {
+        "test_accuracy": te["accuracy"], "test_loss": te["loss"],
+        "train_accuracy": tr["accuracy"], "train_loss": tr["loss"],
+        "val_accuracy": va["accuracy"] if va else None,
+    }  # fmt: skip
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a run's model on its data set's test and training splits.
+
+    Args:
+        run_dir: a run directory.
+        device: where to evaluate.
+        data_dir, cache_dir: where the data come from.
+
+    Returns:
+        ``recipe``, ``dataset``, ``test_loss``, ``test_accuracy``, ``train_loss``,
+        ``train_accuracy`` (all training images, held-out ones included) and ``per_class``:
+        a list of ``{"class", "precision", "recall", "support"}`` on the test split.
+    """
+    from .metrics import class_scores, confusion_matrix
+
+    model, config = runs.load_model(run_dir, device=resolve_device(device))
+    loaded = data.load(
+        config["dataset"], data_dir=data_dir, cache_dir=cache_dir, log=lambda m: None
+    )
+    (xtr, ytr), (xte, yte) = loaded.arrays
+    dev = next(model.parameters()).device
+    out: dict[str, Any] = {"recipe": config.get("recipe"), "dataset": config["dataset"]}
+    for name, x, y in (("test", xte, yte), ("train", xtr, ytr)):
+        split = to_split(
+            torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype("int64")), dev
+        )
+        res = evaluate(model, split)
+        out[f"{name}_loss"], out[f"{name}_accuracy"] = res["loss"], res["accuracy"]
+        if name == "test":
+            scores = class_scores(confusion_matrix(yte, res["predictions"].numpy()))
+    out["per_class"] = [
+        {"class": k, "precision": float(scores.precision[k]), "recall": float(scores.recall[k]),
+         "support": int(scores.support[k])}
+        for k in range(len(scores.support))
+    ]  # fmt: skip
+    return out

@@ -1,0 +1,90 @@
+"""Every registered model: shapes, gradients, and the parameter counts Keras prints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnistkit.errors import MnistkitError
+from mnistkit.models import MODELS, count_parameters, create_model, summary
+
+# Keras's figures for the seeds' architectures (model.summary() totals; seed 004 printed its
+# convolutions' 640, 73,856 and 295,168 itself).
+KERAS_PARAMS = {
+    "dense512": 407_050,  # 784*512+512 + 512*10+10
+    "mlp-l1": 104_938,  # 100,480 + 4,128 + 330
+    "lenet": 109_994,  # 60 + 880 + 17,400 + 90,804 + 850
+    "convnet": 104_202,  # Deep Learning with Python 2nd ed. prints "Total params: 104,202"
+    "deep-convnet": 675_370,  # 640 + 73,856 + 295,168 + 295,040 + 8,256 + 2,080 + 330
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_forward_backward(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.rand(3, 1, 28, 28)
+    logits = model(x)
+    assert logits.shape == (3, 10) and logits.dtype == torch.float32
+    logits.logsumexp(1).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_parameter_count_equals_keras(name):
+    if name not in KERAS_PARAMS:
+        pytest.skip(f"no Keras figure recorded for {name}")
+    assert count_parameters(create_model(name)) == KERAS_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_keras_initialisation(name):
+    """Glorot-uniform kernels (|w| <= sqrt(6 / (fan_in + fan_out))) and zero biases."""
+    model = create_model(name)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Linear | torch.nn.Conv2d):
+            fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(mod.weight)
+            assert mod.weight.abs().max() <= (6 / (fan_in + fan_out)) ** 0.5
+            assert torch.count_nonzero(mod.bias) == 0
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_eval_is_deterministic_and_summary_totals(name):
+    model = create_model(name).eval()
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(model(x), model(x))
+    text = summary(model)
+    assert f"Total params: {count_parameters(model):,}" in text
+    assert model.training is False  # summary leaves the mode as it found it
+
+
+def test_summary_shows_seed004_figures():
+    text = summary(create_model("deep-convnet"))
+    for figure in ("640", "73,856", "295,168", "(None, 256, 3, 3)", "(None, 2304)"):
+        assert figure in text
+
+
+def test_mlp_l1_sees_unscaled_pixels_and_penalises_hidden_kernels():
+    model = create_model("mlp-l1").eval()
+    assert model.l1_weights == ["2.weight", "5.weight"]
+    x = torch.rand(1, 1, 28, 28)
+    first = model[2](model[1](model[0](x)))
+    torch.testing.assert_close(first, model[2](255 * x.flatten(1)))
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(MnistkitError) as e:
+        create_model("resnet9000")
+    assert all(name in str(e.value) for name in MODELS)
+    with pytest.raises(MnistkitError, match="arguments"):
+        create_model("dense512", width=3)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_channels_last_same_output(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.rand(4, 1, 28, 28)
+    ref = model(x)
+    model = model.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)), ref, rtol=1e-4, atol=1e-5)
