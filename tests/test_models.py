@@ -87,4 +87,6 @@ def test_channels_last_same_output(name):
     x = torch.rand(4, 1, 28, 28)
     ref = model(x)
     model = model.to(memory_format=torch.channels_last)
-    torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)), ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        model(x.contiguous(memory_format=torch.channels_last)), ref, rtol=1e-4, atol=1e-5
+    )

@@ -91,7 +91,9 @@ def test_float32_matches_reference_closely():
     for g in grads:
         p.grad = torch.tensor(g, dtype=torch.float32)
         opt.step()
-    np.testing.assert_allclose(p.detach().numpy(), keras_rmsprop_np(p0, grads), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        p.detach().numpy(), keras_rmsprop_np(p0, grads), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_unknown_optimizer_and_bad_lr():

@@ -156,3 +156,14 @@ def test_seed_dense512_reaches_the_seed_figure(tmp_path, mnist):
     run = train("seed-dense512", out=tmp_path / "d", seed=0, device="cpu", quiet=True)
     assert run.metrics["test_accuracy"] >= 0.978, run.metrics
     assert run.metrics["train_accuracy"] > run.metrics["test_accuracy"]  # the seed's "overfit"
+
+
+def test_public_api(tiny_registered, tmp_path):
+    import mnistkit
+
+    run = mnistkit.train("seed-dense512", out=tmp_path / "api", epochs=1, dataset="tiny",
+                         data_dir=tiny_registered, quiet=True, device="cpu")  # fmt: skip
+    assert isinstance(run, mnistkit.Run) and run.path == tmp_path / "api"
+    model, config = mnistkit.load_model(run.path)
+    assert config["recipe"] == "seed-dense512" and not model.training
+    assert callable(mnistkit.train)  # importing the submodules did not rebind the name

@@ -5,9 +5,36 @@ The public API is small; the CLI (``mnistkit``) is a thin layer over it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .data import load_data, load_tensors
 from .errors import DataError, MnistkitError
 
+if TYPE_CHECKING:
+    from .runs import load_model
+    from .training import Run, train
+
+# Imported on first use, so `import mnistkit` and the CLI's start stay free of torch.
+_LAZY = {"Run": ".training", "train": ".training", "load_model": ".runs"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'mnistkit' has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
 
-__all__ = ["DataError", "MnistkitError", "__version__", "load_data", "load_tensors"]
+__all__ = [
+    "DataError",
+    "MnistkitError",
+    "Run",
+    "__version__",
+    "load_data",
+    "load_model",
+    "load_tensors",
+    "train",
+]

@@ -1,0 +1,95 @@
+"""The run directory: files and keys of DESIGN.md, round trip, and damaged or foreign runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mnistkit import runs
+from mnistkit.errors import MnistkitError
+from mnistkit.training import train
+
+
+@pytest.fixture
+def run(tiny_registered, tmp_path):
+    return train("seed-lenet", out=tmp_path / "run", epochs=1, dataset="tiny",
+                 data_dir=tiny_registered, device="cpu", quiet=True)  # fmt: skip
+
+
+def test_files_and_keys(run):
+    names = {p.name for p in run.path.iterdir()}
+    assert {"config.json", "model.safetensors", "metrics.json", "history.csv"} <= names
+    assert not any(n.endswith(".tmp") for n in names)
+    metrics = runs.read_metrics(run.path)
+    assert list(metrics) == list(runs.METRIC_KEYS)
+    assert metrics["val_accuracy"] is None and metrics["recipe"] == "seed-lenet"
+    config = runs.read_config(run.path)
+    for key in ("recipe", "model", "model_kwargs", "optimizer", "lr", "batch_size", "epochs",
+                "seed", "dataset", "data_sha256", "versions"):  # fmt: skip
+        assert key in config, key
+    header = (run.path / "history.csv").read_text().splitlines()[0]
+    assert header == ",".join(runs.HISTORY_COLUMNS)
+    assert b"pickle" not in (run.path / "model.safetensors").read_bytes()[:200]
+
+
+def test_round_trip_same_predictions(run):
+    model, config = runs.load_model(run.path)
+    assert not model.training and config["model"] == "lenet"
+    for k, v in run.model.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    x = torch.rand(16, 1, 28, 28)
+    with torch.no_grad():
+        # The trained copy is channels_last (another conv kernel), hence not bit-identical.
+        ours, theirs = model(x), run.model.eval()(x)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert torch.equal(ours.argmax(1), theirs.argmax(1))
+
+
+def test_missing_and_foreign_directories(tmp_path):
+    with pytest.raises(MnistkitError, match="does not exist"):
+        runs.load_model(tmp_path / "nowhere")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("hello")
+    with pytest.raises(MnistkitError, match="not a mnistkit run"):
+        runs.load_model(tmp_path / "foreign")
+    (tmp_path / "foreign" / "config.json").write_text(json.dumps({"lr": 1}))
+    with pytest.raises(MnistkitError, match="names no model"):
+        runs.load_model(tmp_path / "foreign")
+    (tmp_path / "foreign" / "config.json").write_text("{not json")
+    with pytest.raises(MnistkitError, match="JSON"):
+        runs.load_model(tmp_path / "foreign")
+    with pytest.raises(MnistkitError, match="metrics.json"):
+        runs.read_metrics(tmp_path / "foreign")
+
+
+def test_truncated_weights(run):
+    path = run.path / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(MnistkitError, match="truncated"):
+        runs.load_model(run.path)
+    path.write_bytes(b"")
+    with pytest.raises(MnistkitError, match="truncated"):
+        runs.load_model(run.path)
+
+
+def test_weights_of_another_architecture(run, tiny_registered, tmp_path):
+    other = train("seed-dense512", out=tmp_path / "other", epochs=1, dataset="tiny",
+                  data_dir=tiny_registered, device="cpu", quiet=True)  # fmt: skip
+    (run.path / "model.safetensors").write_bytes((other.path / "model.safetensors").read_bytes())
+    with pytest.raises(MnistkitError, match="another architecture"):
+        runs.load_model(run.path)
+
+
+def test_inconsistent_checkpoint_is_refused(run, tiny_registered):
+    state = json.loads((run.path / runs.CKPT_STATE).read_text())
+    state["epoch"] = 7
+    (run.path / runs.CKPT_STATE).write_text(json.dumps(state))
+    with pytest.raises(MnistkitError, match="inconsistent"):
+        train(resume=run.path, epochs=9, quiet=True, data_dir=tiny_registered)
+
+
+def test_save_run_rejects_other_metric_keys(run, tmp_path):
+    with pytest.raises(ValueError, match="metrics keys"):
+        runs.save_run(tmp_path / "x", run.model, runs.read_config(run.path), {"acc": 1.0}, [])
