@@ -129,6 +129,7 @@ def plot_curves(
     x_end = last + max(0.3, 0.04 * len(epochs))  # the final figures sit just right of the curves
     panels = ((ax_loss, "loss", "loss", 1.0), (ax_acc, "accuracy", "accuracy (%)", 100.0))
     for ax, key, label, scale in panels:
+        fmt = ".4f" if key == "loss" else ".2f"
         train = _column(history, f"train_{key}") * scale
         val = _column(history, f"val_{key}") * scale
         ax.plot(epochs, train, color=TRAIN_COLOR, marker=marker, ms=4, label="train (during epoch)")  # fmt: skip
@@ -158,10 +159,10 @@ def plot_curves(
                         va="center", fontsize=8, color=color)  # fmt: skip
         if tr is not None:
             ax.plot([x_end], [tr], marker="D", ms=6, mfc="white", mec=TRAIN_COLOR, mew=1.5,
-                    linestyle="none", label=f"train, final {tr:.4g}")  # fmt: skip
+                    linestyle="none", label=f"train, final {tr:{fmt}}")  # fmt: skip
         if te is not None:
             ax.plot([x_end], [te], marker="*", ms=13, color=TEST_COLOR, linestyle="none",
-                    label=f"test, final {te:.4g}")  # fmt: skip
+                    label=f"test, final {te:{fmt}}")  # fmt: skip
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(key.capitalize(), fontsize=11)

@@ -76,17 +76,22 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunFiles:
 def predict_probabilities(
     run_dir: str | os.PathLike[str], images: np.ndarray, *, device: str = "cpu", batch_size: int = 1000
 ) -> np.ndarray:  # fmt: skip
-    """Softmax probabilities (N, 10) float64 of the run's model for uint8 (N, 28, 28) images."""
+    """Softmax probabilities (N, 10) float64 of the run's model for uint8 (N, 28, 28) images.
+
+    ``device`` is ``"auto"``, ``"cpu"`` or ``"cuda"``; batches of ``batch_size`` keep memory flat.
+    """
     import torch
 
     from .runs import load_model
+    from .training import resolve_device
 
-    model, _ = load_model(Path(run_dir), device=device)
+    dev = resolve_device(device)  # "auto", "cpu" or "cuda"
+    model, _ = load_model(Path(run_dir), device=dev)
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]))
-            x = batch.to(device=device, dtype=torch.float32)
+            batch = torch.from_numpy(np.array(images[i : i + batch_size]))  # a writable copy
+            x = batch.to(device=dev, dtype=torch.float32)
             if images.dtype == np.uint8:
                 x = x / 255.0
             logits = model(x.reshape(-1, 1, 28, 28))  # (B, 10)
@@ -116,7 +121,7 @@ def write_report(
         probabilities: (N, K) softmax outputs on ``x_test``; default: computed with the run's
             model (:func:`predict_probabilities`), which needs torch.
         out_dir: where the files go (default ``run_dir``).
-        device: for computing probabilities.
+        device: for computing probabilities: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         data_dir, cache_dir: passed to :func:`mnistkit.data.load` when loading the test split.
         log: progress lines (default: silent).
 

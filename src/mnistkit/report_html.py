@@ -59,7 +59,7 @@ table.kv th{width:1%;padding-right:28px;font-weight:500;white-space:nowrap;color
 code{font:12.5px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;word-break:break-all}
 footer{color:var(--muted);font-size:13px;margin-top:28px;text-align:center}
 @media (max-width:820px){.two{grid-template-columns:minmax(0,1fr)}header h1{font-size:24px}
-section{padding:14px 12px}.card .value{font-size:20px}th,td{padding:6px 6px}}
+section{padding:14px 12px}.card .value{font-size:20px}th,td{padding:6px 6px}img.wide{min-width:640px}}
 """
 
 
@@ -84,9 +84,12 @@ def _e(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
 
-def _img(path: Path, alt: str) -> str:
+def _img(path: Path, alt: str, wide: bool = False) -> str:
+    """An embedded PNG. A wide one keeps a readable size on a phone and scrolls sideways."""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+    cls = ' class="wide"' if wide else ""
+    img = f'<img{cls} alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+    return f'<div class="scroll">{img}</div>' if wide else img
 
 
 def _card(label: str, key: str, value: Any, hero: bool = False) -> str:
@@ -164,7 +167,7 @@ def render_html(
         cards.append(_card("Val accuracy", "val_accuracy", m.get("val_accuracy")))
     cards += [_card("Training time", "train_seconds", m.get("train_seconds")),
               f'<div class="card" data-metric="errors" data-value="{total - right}"><div class="label">'
-              f'Wrong</div><div class="value">{total - right:,} / {total:,}</div></div>',
+              f'Wrong of {total:,}</div><div class="value">{total - right:,}</div></div>',
               f'<div class="card" data-metric="ece" data-value="{cal.ece!r}"><div class="label">'
               f'Calibration error</div><div class="value">{100 * cal.ece:.2f} %</div></div>']  # fmt: skip
     gap = _gap_sentence(m)
@@ -180,10 +183,11 @@ def render_html(
 
 <section id="curves"><h2>Training curves</h2>
 <p class="note">Loss and accuracy after each epoch on the images the model trained on (blue) and
-on held-out validation images (orange); the green star is the final test figure. The red band is
-the gap between them: the model doing better on images it has seen than on new ones. When it
-widens while validation stops improving, the model is overfitting. {_e(gap)}</p>
-{_img(paths["curves"], "training curves")}</section>
+on held-out validation images (orange), if the run kept some. The red band is the gap between
+them: the model doing better on images it has seen than on new ones; when it widens while
+validation stops improving, the model is overfitting. Right of the last epoch are the final
+model's train (◇) and test (★) figures and the gap between them. {_e(gap)}</p>
+{_img(paths["curves"], "training curves", wide=True)}</section>
 
 <section id="confusion"><h2>Which digits get confused</h2>
 <p class="note">Rows are the true class, columns the prediction; each cell counts test images.
@@ -198,7 +202,7 @@ class by F1.</p>
 <p class="note">The {errors_shown} misclassified test images the model was surest about, most
 confident first: true class → prediction, the probability it gave that prediction, and the
 image's index in the test set. Many are ones a person would hesitate over too.</p>
-{_img(paths["errors"], "misclassified test images")}</section>
+{_img(paths["errors"], "misclassified test images", wide=True)}</section>
 
 <section id="calibration"><h2>How sure, and how right</h2>
 <p class="note">Predictions grouped by confidence (the top probability). A calibrated model
