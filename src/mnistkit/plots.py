@@ -311,10 +311,11 @@ def plot_compare(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
     for r, n in zip(rows, params, strict=True):
         x = r.get("seconds") or 0.0
         y = 100 * float(r.get("test_accuracy") or 0.0)
-        size = 40 + 900 * math.sqrt(n / biggest)  # area grows with sqrt: 100x params, 10x area
+        size = max(40.0, 1200.0 * n / biggest)  # marker area in pt^2, proportional to parameters
         ax.scatter([x], [y], s=size, alpha=0.55, edgecolor="black", linewidth=0.6)
         label = r["name"] + (f"\n{n / 1e6:.2f} M params" if n else "")
-        ax.annotate(label, (x, y), xytext=(8, 6), textcoords="offset points", fontsize=8)
+        ax.annotate(label, (x, y), xytext=(math.sqrt(size) / 2 + 5, 0), textcoords="offset points",
+                    va="center", fontsize=8)  # fmt: skip
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("test accuracy (%)")
     xs = [r.get("seconds") or 0.0 for r in rows]
