@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mnistkit import runs
-from mnistkit.engine import lr_at, train_step
+from mnistkit.engine import Progress, lr_at, train_step
 from mnistkit.errors import MnistkitError
 from mnistkit.models import create_model
 from mnistkit.optim import create_optimizer
@@ -167,3 +168,29 @@ def test_public_api(tiny_registered, tmp_path):
     model, config = mnistkit.load_model(run.path)
     assert config["recipe"] == "seed-dense512" and not model.training
     assert callable(mnistkit.train)  # importing the submodules did not rebind the name
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty, quiet", [(False, False), (True, False), (True, True)])
+def test_progress_output(tty, quiet):
+    stream = _Tty() if tty else io.StringIO()
+    progress = Progress(epochs=2, steps=50, quiet=quiet, stream=stream)
+    row = {"seconds": 1.0, "train_loss": 0.5, "train_accuracy": 0.9, "val_loss": None, "lr": 0.001}
+    for epoch in (1, 2):
+        progress.start(epoch)
+        progress.step(25, 0.5, 0.9)
+        progress.step(25)
+        progress.end(epoch, row)
+    text = stream.getvalue()
+    if quiet:
+        assert text == ""
+    elif tty:
+        assert "Epoch 1/2" in text and "50/50" in text and "loss=0.5000" in text
+    else:
+        assert text.splitlines() == [
+            f"epoch {e}/2 - 1.0s - loss 0.5000 - accuracy 0.9000 - lr 0.001" for e in (1, 2)
+        ]

@@ -166,16 +166,17 @@ class Progress:
                 self.bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{acc:.4f}", refresh=False)
 
     def end(self, epoch: int, row: dict[str, Any]) -> None:
-        if self.bar is not None:
+        figures = {"loss": row["train_loss"], "accuracy": row["train_accuracy"]}
+        if row.get("val_loss") is not None:
+            figures.update(val_loss=row["val_loss"], val_accuracy=row["val_accuracy"])
+        if self.bar is not None:  # the finished bar stays on screen with the epoch's figures
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in figures.items()}, refresh=True)
             self.bar.close()
             self.bar = None
-        if self.quiet:
-            return
-        line = (f"epoch {epoch}/{self.epochs} - {row['seconds']:.1f}s - loss {row['train_loss']:.4f}"
-                f" - accuracy {row['train_accuracy']:.4f}")  # fmt: skip
-        if row.get("val_loss") is not None:
-            line += f" - val_loss {row['val_loss']:.4f} - val_accuracy {row['val_accuracy']:.4f}"
-        print(line + f" - lr {row['lr']:.3g}", file=self.stream, flush=True)
+        elif not self.quiet:
+            text = " - ".join(f"{k} {v:.4f}" for k, v in figures.items())
+            print(f"epoch {epoch}/{self.epochs} - {row['seconds']:.1f}s - {text} - lr {row['lr']:.3g}",
+                  file=self.stream, flush=True)  # fmt: skip
 
 
 def fit(

@@ -124,7 +124,7 @@ def train(
     config: dict[str, Any] = {}
     if resume is not None:
         config = runs.read_config(resume)
-        if not (Path(resume) / runs.CKPT_STATE).is_file():
+        if not (Path(resume) / runs.CKPT_STATE).is_file() or "recipe_settings" not in config:
             raise MnistkitError(f"{str(resume)!r} has no checkpoint to resume from.")
         rec = Recipe(**config["recipe_settings"])
         if recipe is not None and (recipe if isinstance(recipe, str) else recipe.name) != rec.name:

@@ -148,8 +148,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             print(f"== {rec.name} ({rec.source})", flush=True)
         run = train(rec, out=Path(args.out_dir) / rec.name, epochs=args.epochs, overwrite=True,
                     **_train_kwargs(args))  # fmt: skip
-        rows.append(dict(run.metrics, source=rec.source.split(",")[0].split("_")[0] or "-",
-                         reported=rec.reported_test_accuracy))  # fmt: skip
+        seeds = "+".join(f.strip().split("_")[0] for f in rec.source.split(",") if f.strip())
+        rows.append(dict(run.metrics, source=seeds or "-", reported=rec.reported_test_accuracy))
     print(reproduce_table(rows))
     return 0
 
