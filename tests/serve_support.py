@@ -26,9 +26,15 @@ RECIPE = "seed-convnet"
 
 
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The run directory, trained on first use in this session."""
+    """The run directory, trained on first use in this session.
+
+    Set ``MNISTKIT_TEST_SERVE_RUN`` to a run directory to reuse one (while working on the
+    service: training takes minutes on a small machine).
+    """
     import mnistkit
 
+    if os.environ.get("MNISTKIT_TEST_SERVE_RUN"):
+        return Path(os.environ["MNISTKIT_TEST_SERVE_RUN"])
     run = tmp_path_factory.getbasetemp() / f"serve-{RECIPE}-1epoch"
     with FileLock(str(run) + ".lock"):
         if not (run / "metrics.json").exists():

@@ -136,3 +136,29 @@ def test_phone_layout_with_buttons(server, browser, mnist):
     page.locator("#clear").click()
     page.wait_for_selector('#result[data-state="idle"]')
     ctx.close()
+
+
+def test_not_a_digit_note(server, browser):
+    """When the server flags the input, the page says so (the answer is stubbed: whether a
+    given scribble is flagged depends on the model, how the page shows it does not)."""
+    answer = {
+        "label": 1,
+        "probabilities": [0.02, 0.31, 0.29] + [0.38 / 7] * 7,
+        "top": [{"label": 1, "p": 0.31}, {"label": 2, "p": 0.29}, {"label": 0, "p": 0.02}],
+        "input28": [[0.0] * 28 for _ in range(28)],
+        "not_digit": "low confidence: top probability 0.31 < 0.5",
+    }
+    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    page.route("**/api/predict", lambda route: route.fulfill(json=answer))
+    page.goto(server + "/")
+    assert not page.locator("#note").is_visible()
+    box = page.locator("#pad").bounding_box()
+    page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.5 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.8 * box["width"], box["y"] + 0.5 * box["height"], steps=8)
+    page.mouse.up()
+    assert wait_for_answer(page, 1) == "1"
+    assert page.locator("#note").is_visible()
+    assert "not a digit" in page.locator("#note").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "browser-not-a-digit.png"))
+    page.close()

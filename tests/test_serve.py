@@ -10,6 +10,7 @@ import io
 import logging
 import socket
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -17,7 +18,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+with warnings.catch_warnings():  # Starlette asks for httpx2; httpx is what we have
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 from serve_support import running_server, trained_run  # noqa: E402
 
@@ -103,9 +106,11 @@ def test_predict_answers_like_the_library(client, clf, digits, fmt, how):
         ref = clf.predict(blob)  # the reference: the same bytes through the Python API
         assert body["label"] == ref.label == int(label)
         assert body["not_digit"] == ref.not_digit
-        np.testing.assert_allclose(body["probabilities"], ref.probabilities, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(
+            body["probabilities"], ref.probabilities, atol=1e-6
+        )  # 6 decimals
         assert sum(body["probabilities"]) == pytest.approx(1, abs=1e-4)
-        assert [t["label"] for t in body["top"]] == [k for k, _ in ref.top]
+        assert [t["label"] for t in body["top"]] == [k for k, _ in ref.top[:3]]
         assert body["top"][0]["label"] == body["label"]
         seen = np.array(body["input28"])
         assert seen.shape == (28, 28) and seen.min() >= 0 and seen.max() <= 1

@@ -49,7 +49,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    clf = Classifier.load(args.run_dir, backend=args.backend)
+    clf = Classifier.load(
+        args.run_dir, backend=args.backend, max_bytes=args.max_bytes, max_pixels=args.max_pixels
+    )
     app = create_app(
         clf,
         max_bytes=args.max_bytes,

@@ -131,14 +131,11 @@ def create_app(
 
 
 def prediction_json(pred: Any) -> dict[str, Any]:
-    """The answer of ``POST /api/predict`` for one :class:`Prediction`."""
+    """The answer of ``POST /api/predict`` for one :class:`Prediction`: its top 3 and input28."""
     return {
-        "label": int(pred.label),
-        "probabilities": [float(p) for p in pred.probabilities],
-        "top": [{"label": int(k), "p": float(p)} for k, p in pred.top],
+        **pred.to_dict(top_k=3),
         # 3 decimals: 784 numbers for display, about 4 kB instead of 15.
         "input28": [[round(float(v), 3) for v in row] for row in pred.input28],
-        "not_digit": pred.not_digit,
     }
 
 
