@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 with warnings.catch_warnings():  # Starlette asks for httpx2; httpx is what we have
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*httpx2")
     from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 from serve_support import running_server, trained_run  # noqa: E402
@@ -315,3 +315,22 @@ def test_declared_oversize_body_is_refused_before_it_is_sent(server):
         assert _read_status(s) == 413  # the server did not wait for a gigabyte
     finally:
         s.close()
+
+
+def test_a_bug_in_inference_is_a_json_500_and_the_server_goes_on(caplog):
+    class Broken:
+        info = {"recipe": "broken"}
+        calls = 0
+
+        def predict_batch(self, images):
+            Broken.calls += 1
+            if Broken.calls == 1:
+                raise RuntimeError("boom")
+            raise ValueError("still broken")
+
+    with TestClient(create_app(Broken())) as c, caplog.at_level(logging.ERROR, "mnistkit.serve"):
+        for _ in range(2):
+            r = post_raw(c, encode(np.zeros((28, 28), np.uint8), "PNG"))
+            assert r.status_code == 500 and "error" in r.json()
+        assert c.get("/api/health").json()["status"] == "ok"
+    assert any("boom" in (rec.exc_text or "") or rec.exc_info for rec in caplog.records)

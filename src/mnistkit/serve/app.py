@@ -125,6 +125,9 @@ def create_app(
             return _refuse(request, ApiError(413, str(e)))
         except ImageError as e:
             return _refuse(request, ApiError(400, str(e)))
+        except Exception:  # a bug of ours: the traceback to the log, JSON to the client
+            log.exception("POST /api/predict -> 500")
+            return JSONResponse({"error": "Internal error; see the server log."}, status_code=500)
         return JSONResponse(prediction_json(pred))
 
     return app
