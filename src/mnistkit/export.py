@@ -1,0 +1,154 @@
+"""``to_onnx``: a run's model as ``RUN_DIR/model.onnx``, checked against torch.
+
+The graph takes ``image`` float32 (batch, 1, 28, 28) in [0, 1], ink high, and gives ``logits``
+(batch, 10); the batch axis is dynamic. The file records the SHA-256 of the weights it was made
+from (metadata ``weights_sha256``), so :class:`mnistkit.predict.Classifier` can refuse a
+``model.onnx`` left behind by an earlier training into the same folder.
+
+The exporter is TorchScript-based (``dynamo=False``): on torch 2.13 it exports every model in
+the registry in about half a second with no extra packages; the dynamo exporter wants
+``torch.export`` to trace the model first and prints pages of progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, MnistkitError
+from .fileio import write_atomic
+
+ONNX_FILE = "model.onnx"
+OPSET = 17  # LayerNorm and everything our models use; onnxruntime >= 1.14 runs it
+
+
+@dataclass
+class ExportResult:
+    """Where the file went and how well it agrees with torch.
+
+    Attributes:
+        path: the ``model.onnx`` written.
+        checked: how many images the check compared (0 if no data was at hand).
+        check_data: "MNIST test split" or "random images" (no data offline).
+        max_abs_diff: largest |p_onnx - p_torch| over all images and classes.
+        argmax_agree: how many of ``checked`` got the same label from both.
+    """
+
+    path: Path
+    checked: int
+    check_data: str
+    max_abs_diff: float
+    argmax_agree: int
+
+    @property
+    def ok(self) -> bool:
+        # 1e-4 in probability: float32 reassociation differences are ~1e-6; a real export bug
+        # (wrong layout, a missing layer) is of order 1.
+        return self.argmax_agree == self.checked and self.max_abs_diff < 1e-4
+
+
+def weights_sha256(run_dir: str | Path) -> str:
+    return hashlib.sha256((Path(run_dir) / "model.safetensors").read_bytes()).hexdigest()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def to_onnx(
+    run_dir: str | Path, check_images: np.ndarray | None = None, n_check: int = 2000
+) -> ExportResult:
+    """Export a run's model to ``RUN_DIR/model.onnx`` (atomically) and compare it with torch.
+
+    Args:
+        run_dir: a run directory written by :func:`mnistkit.train`.
+        check_images: (N, 28, 28) uint8 or float images to compare on; default the first
+            ``n_check`` MNIST test images (random images if MNIST cannot be loaded).
+        n_check: how many MNIST test images when ``check_images`` is not given.
+
+    Returns:
+        An :class:`ExportResult`; ``.ok`` says whether the two agree.
+    """
+    import onnx
+    import torch
+
+    from .runs import load_model, read_metrics
+
+    model, config = load_model(run_dir, device="cpu")
+    example = torch.zeros(2, 1, 28, 28)
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notes are not for users
+        torch.onnx.export(
+            model,
+            (example,),
+            buf,  # type: ignore[arg-type]  # a file object works; the stub says paths only
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    meta = {"weights_sha256": weights_sha256(run_dir), "model": str(config.get("model"))}
+    with contextlib.suppress(MnistkitError):  # an unfinished run has no metrics.json
+        meta["recipe"] = str(read_metrics(run_dir).get("recipe"))
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    path = Path(run_dir) / ONNX_FILE
+    write_atomic(path, proto.SerializeToString())
+
+    source = "given images"
+    if check_images is None:
+        check_images, source = _check_images(n_check)
+    x = np.asarray(check_images, np.float32)
+    x = (x / 255.0 if x.max() > 1 else x).reshape(-1, 1, 28, 28)
+    with torch.inference_mode():
+        p_torch = softmax(model(torch.from_numpy(x)).numpy())
+    p_onnx = softmax(onnx_session(path).run(None, {"image": x})[0])
+    return ExportResult(
+        path=path,
+        checked=len(x),
+        check_data=source,
+        max_abs_diff=float(np.abs(p_onnx - p_torch).max()) if len(x) else 0.0,
+        argmax_agree=int((p_onnx.argmax(1) == p_torch.argmax(1)).sum()),
+    )
+
+
+def _check_images(n: int) -> tuple[np.ndarray, str]:
+    from .data import load_data
+
+    try:
+        (_, _), (x_test, _) = load_data()
+        return x_test[:n], "MNIST test split"
+    except DataError:
+        rng = np.random.default_rng(0)
+        return rng.random((min(n, 256), 28, 28), dtype=np.float32), "random images"
+
+
+def onnx_session(path: str | Path):  # -> onnxruntime.InferenceSession
+    """An onnxruntime session on the CPU; a friendly error when onnxruntime is missing."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MnistkitError(
+            "The onnx backend needs onnxruntime: pip install 'mnistkit[onnx]'."
+        ) from None
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only: no warnings about unused initializers
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise MnistkitError(
+            f"{path} is not a valid ONNX model ({e}); run `mnistkit export` again."
+        ) from None

@@ -1,0 +1,210 @@
+"""Reading a person's image: any source, any common format and mode -> float pixels in [0, 1].
+
+Limits are checked before pixels are decoded: the byte size first, then width x height from
+the header, so a small file that would decode to gigapixels (a decompression bomb) costs
+nothing. Errors are :class:`ImageError` (not an image, empty, truncated, unsupported) and
+:class:`ImageTooLargeError` (over a limit), which the CLI and the server turn into messages.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import IO, Any, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError, ImageTooLargeError
+
+# A phone photo as JPEG is 2-8 MB; 20 MB leaves room for PNG scans without inviting abuse.
+MAX_BYTES = 20_000_000
+# 25 MP covers any phone camera (a 200 MP sensor bins to 12.5 MP photos by default) and is far
+# below Pillow's own bomb limit of 89 MP.
+MAX_PIXELS = 25_000_000
+# Formats people send digits in; TIFF for scanners. Others (PSD, ICO, EPS...) are refused:
+# fewer decoders, less attack surface.
+FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF")
+
+# Union, not |: a module-level alias is evaluated at runtime, and os.PathLike | ... needs 3.10+.
+ImageSource = Union[  # noqa: UP007
+    str, os.PathLike, bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray
+]
+
+
+def describe(source: Any) -> str:
+    """A short name for messages: the path, or what kind of object it was."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"image bytes ({len(source)} B)"
+    name = getattr(source, "name", None)
+    return str(name) if isinstance(name, str) else f"the {type(source).__name__} input"
+
+
+def read_bytes(source: Any, max_bytes: int = MAX_BYTES) -> bytes:
+    """The raw bytes of a path, bytes-like or binary file object, refusing more than max_bytes."""
+    what = describe(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise ImageTooLargeError(
+                    f"{what} is {size:,} bytes, over the limit of {max_bytes:,}."
+                )
+            data = path.read_bytes()
+        except IsADirectoryError:
+            raise ImageError(f"{what} is a directory, not an image.") from None
+        except FileNotFoundError:
+            raise ImageError(f"{what} does not exist.") from None
+        except PermissionError:
+            raise ImageError(f"{what} cannot be read (permission denied).") from None
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif hasattr(source, "read"):
+        data = source.read(max_bytes + 1)
+        if not isinstance(data, bytes):
+            raise ImageError(f"{what} is a text stream: open the image in binary mode ('rb').")
+    else:
+        raise ImageError(
+            f"{what} is not an image: give a path, bytes, a file, a PIL image or an array."
+        )
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(f"{what} is over the limit of {max_bytes:,} bytes.")
+    if not data:
+        raise ImageError(f"{what} is empty.")
+    return data
+
+
+def decode(data: bytes, what: str = "the image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode the first frame of PNG/JPEG/BMP/WebP/GIF/TIFF bytes, upright (EXIF orientation)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=FORMATS)
+            check_pixels(im, what, max_pixels)
+            im.seek(0)  # GIF/WebP/TIFF: the first frame
+            im.load()
+            return ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(
+            f"{what} is over the pixel limit (a decompression bomb?)."
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{what} is not an image of a supported type ({', '.join(FORMATS)})."
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
+        raise ImageError(f"{what} is damaged or truncated ({e}).") from None
+
+
+def check_pixels(im: Image.Image | np.ndarray, what: str, max_pixels: int) -> None:
+    w, h = im.size if isinstance(im, Image.Image) else (im.shape[1], im.shape[0])
+    if w * h > max_pixels:
+        raise ImageTooLargeError(
+            f"{what} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}."
+        )
+    if w * h == 0:
+        raise ImageError(f"{what} has no pixels ({w}x{h}).")
+
+
+def to_float(im: Image.Image) -> np.ndarray:
+    """Pixels as (H, W, C) float32 in [0, 1], C = 1 (grey) or 3 (colour), alpha flattened.
+
+    Transparent pixels get the paper colour that contrasts with the visible strokes: a drawing
+    of black strokes on a transparent canvas goes on white, white strokes on black.
+    """
+    mode = im.mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return scale_values(np.asarray(im.convert("F") if mode != "F" else im, np.float32))[
+            ..., None
+        ]
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    if has_alpha:
+        rgba = np.asarray(im.convert("RGBA"), np.float32) / 255.0
+        return flatten_alpha(rgba[..., :3], rgba[..., 3])
+    if mode in ("1", "L"):
+        return np.asarray(im.convert("L"), np.float32)[..., None] / 255.0
+    rgb = np.asarray(im.convert("RGB"), np.float32) / 255.0
+    if np.ptp(rgb, axis=2).max() == 0:  # a grey image saved as colour
+        return rgb[..., :1].copy()
+    return rgb
+
+
+def flatten_alpha(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Composite over white or black, whichever the opaque pixels stand out from more."""
+    opaque = alpha > 0.5
+    if opaque.all() or not opaque.any():
+        return rgb
+    lum = rgb[opaque].mean()
+    paper = 1.0 if lum < 0.5 else 0.0
+    return rgb * alpha[..., None] + paper * (1.0 - alpha[..., None])
+
+
+def scale_values(a: np.ndarray) -> np.ndarray:
+    """Map any numeric range onto [0, 1] by its likely full scale (1, 255, 65535 or min..max)."""
+    a = np.nan_to_num(a.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    if a.size == 0:
+        return a
+    lo, hi = float(a.min()), float(a.max())
+    if lo >= 0 and hi <= 1:
+        return a
+    if lo >= 0 and hi <= 255:
+        return a / 255.0
+    if lo >= 0 and hi <= 65535:
+        return a / 65535.0
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def array_to_float(a: np.ndarray, what: str = "the array") -> np.ndarray:
+    """A numpy image (H, W), (H, W, 1|3|4) or (1|3|4, H, W) -> (H, W, C) float32 in [0, 1]."""
+    a = np.asarray(a)
+    if a.dtype == bool:
+        a = a.astype(np.float32)
+    if not (np.issubdtype(a.dtype, np.number)) or np.iscomplexobj(a):
+        raise ImageError(f"{what} has dtype {a.dtype}; give numbers.")
+    while a.ndim > 2 and a.shape[0] == 1 and a.shape[-1] not in (1, 3, 4):
+        a = a[0]  # a batch or channel axis of one, as torch keeps them
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # channels first, as torch keeps them
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ImageError(f"{what} has shape {a.shape}; give (H, W), (H, W, 3) or (H, W, 4).")
+    f = scale_values(a)
+    if f.shape[2] == 4:
+        return flatten_alpha(f[..., :3], f[..., 3])
+    return f
+
+
+def load_pixels(
+    source: ImageSource, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """Any image source -> (H, W, C) float32 in [0, 1] (C = 1 or 3).
+
+    Args:
+        source: a path, bytes, a binary file object, a PIL image or a numpy array.
+        max_bytes: refuse encoded images larger than this (ImageTooLargeError).
+        max_pixels: refuse images with more pixels than this (ImageTooLargeError).
+
+    Returns:
+        The pixels, alpha composited onto a contrasting paper.
+    """
+    what = describe(source)
+    if isinstance(source, np.ndarray):
+        check_pixels(source if source.ndim >= 2 else source.reshape(1, -1), what, max_pixels)
+        return array_to_float(source, what)
+    if isinstance(source, Image.Image):
+        check_pixels(source, what, max_pixels)
+        try:
+            return to_float(source)
+        except (OSError, ValueError) as e:
+            raise ImageError(f"{what} cannot be converted ({e}).") from None
+    im = decode(read_bytes(source, max_bytes), what, max_pixels)
+    try:
+        return to_float(im)
+    except (OSError, ValueError) as e:
+        raise ImageError(f"{what} cannot be converted ({e}).") from None
