@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .data import load_data, load_tensors
-from .errors import DataError, MnistkitError
+from .errors import DataError, ImageError, ImageTooLargeError, MnistkitError
+from .predict import Classifier, Prediction
+from .preprocess import preprocess
 
 if TYPE_CHECKING:
     from .runs import load_model
@@ -34,15 +36,23 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mnistkit' has no attribute {name!r}")
 
 
+load = Classifier.load  # mnistkit.load("runs/fast").predict("digit.jpg")
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "Classifier",
     "DataError",
+    "ImageError",
+    "ImageTooLargeError",
     "MnistkitError",
+    "Prediction",
     "Run",
     "__version__",
+    "load",
     "load_data",
     "load_model",
     "load_tensors",
+    "preprocess",
     "train",
 ]

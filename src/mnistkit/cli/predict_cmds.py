@@ -1,0 +1,175 @@
+"""``mnistkit predict RUN_DIR IMAGE|DIR|- ...`` and ``mnistkit export RUN_DIR``.
+
+Each input that cannot be read gets its own error line (or ``"error"`` in JSON) and the rest
+are still predicted; the exit status is then 2. Folders are searched recursively for image
+files, in sorted order, and classified in batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ImageError, MnistkitError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+CHUNK = 256  # images preprocessed and classified together: one forward pass each
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    help = "recognize digits in images: files, folders (recursive) or - for stdin"
+    p = sub.add_parser("predict", help=help, description=help, parents=[common])
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `mnistkit train`")
+    p.add_argument("inputs", metavar="IMAGE", nargs="+", help="image file, folder, or - (stdin)")
+    p.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    p.add_argument("--top-k", type=int, default=3, help="how many guesses to show (default 3)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                   help="inference engine (onnx needs `mnistkit export` first)")  # fmt: skip
+    p.add_argument("--save-inputs", metavar="DIR",
+                   help="write the 28x28 image the model saw for each input, as PNG")  # fmt: skip
+    p.set_defaults(handler=cmd_predict)
+
+    help = "export a run's model (ONNX) and check it against torch"
+    q = sub.add_parser("export", help=help, description=help, parents=[common])
+    q.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `mnistkit train`")
+    q.add_argument("--format", default="onnx", choices=["onnx"], help="only onnx for now")
+    q.set_defaults(handler=cmd_export)
+
+
+@dataclass
+class Item:
+    name: str  # as shown: the path given or found, or "-"
+    source: Any  # a Path, bytes (stdin) or None when ``error`` is set
+    error: str | None = None
+
+
+def expand(inputs: list[str]) -> Iterator[Item]:
+    """Files as given, folders searched recursively (sorted, image suffixes only), - as stdin."""
+    for arg in inputs:
+        if arg == "-":
+            yield Item("-", sys.stdin.buffer.read())
+            continue
+        path = Path(arg)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+            if not found:
+                kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+                yield Item(arg, None, f"{arg} is a folder with no images in it ({kinds}).")
+            yield from (Item(str(p), p) for p in found)
+        elif not path.exists():
+            yield Item(arg, None, f"{arg} does not exist.")
+        else:
+            yield Item(arg, path)
+
+
+def chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
+    chunk: list[Item] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..predict import Classifier
+
+    if args.top_k < 1 or args.top_k > 10:
+        raise MnistkitError(f"--top-k must be within 1..10, not {args.top_k}.")
+    clf = Classifier.load(args.run_dir, backend=args.backend)
+    save_dir = Path(args.save_inputs) if args.save_inputs else None
+    results: list[dict[str, Any]] = []
+    failed = 0
+    table = Table(args.top_k) if not args.json else None
+    for chunk in chunks(expand(args.inputs), CHUNK):
+        done = []
+        for item in chunk:
+            if item.error is None:
+                try:
+                    done.append((item, clf.preprocess(item.source)))
+                except ImageError as e:
+                    item.error = str(e)
+        preds = dict(
+            zip(
+                [id(it) for it, _ in done],
+                clf.predict_preprocessed([p for _, p in done]),
+                strict=True,
+            )
+        )
+        for item in chunk:
+            if item.error is not None:
+                failed += 1
+                row: dict[str, Any] = {"file": item.name, "error": item.error}
+            else:
+                pred = preds[id(item)]
+                row = {"file": item.name, **pred.to_dict(args.top_k)}
+                if save_dir is not None:
+                    row["input28"] = str(save_input(save_dir, item.name, pred.input28))
+            if table is not None:
+                table.print(row)
+            else:
+                results.append(row)
+    if table is None:
+        print(json.dumps(results, indent=2))
+    return 2 if failed else 0
+
+
+class Table:
+    """One line per input, printed as soon as it is known."""
+
+    def __init__(self, top_k: int):
+        self.top_k = top_k
+        self.header = False
+
+    def print(self, row: dict[str, Any]) -> None:
+        if not self.header:
+            print(f"{'label':>5}  {'p':>5}  {'top ' + str(self.top_k):<{9 * self.top_k}}  file")
+            self.header = True
+        if "error" in row:
+            print(f"{'-':>5}  {'-':>5}  {'error':<{9 * self.top_k}}  {row['file']}: {row['error']}")
+            return
+        top = "  ".join(f"{t['label']} {t['p']:.3f}" for t in row["top"])
+        note = f"  (not a digit? {row['not_digit']})" if row["not_digit"] else ""
+        p = row["top"][0]["p"]
+        print(f"{row['label']:>5}  {p:5.3f}  {top:<{9 * self.top_k}}  {row['file']}{note}")
+
+
+def save_input(folder: Path, name: str, image28: Any) -> Path:
+    """The 28x28 image as an 8-bit PNG named after its input (path separators -> __)."""
+    import numpy as np
+    from PIL import Image
+
+    from ..fileio import write_atomic
+
+    stem = "stdin" if name == "-" else name.strip("/").replace("/", "__").replace("\\", "__")
+    path = folder / f"{stem}.png"
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(image28, 0, 1) * 255).round().astype(np.uint8), "L").save(buf, "PNG")
+    write_atomic(path, buf.getvalue())
+    return path
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import to_onnx
+
+    res = to_onnx(args.run_dir)
+    size = res.path.stat().st_size
+    print(f"wrote {res.path} ({size / 1e3:.0f} kB, dynamic batch)")
+    print(
+        f"checked against torch on {res.checked} {res.check_data}: labels agree "
+        f"{res.argmax_agree}/{res.checked}, max |p_onnx - p_torch| = {res.max_abs_diff:.1e}"
+    )
+    if not res.ok:
+        print("mnistkit: error: the ONNX model does not agree with torch", file=sys.stderr)
+        return 1
+    return 0
