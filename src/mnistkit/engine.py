@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .recipes import Recipe
+from .speed import StepExtras, autocast
 
 REFRESH_STEPS = 25  # how often a terminal progress bar reads the running loss (a sync point)
 
@@ -90,6 +91,7 @@ def train_step(
     l1: float = 0.0,
     l1_weights: list[torch.Tensor] | None = None,
     label_smoothing: float = 0.0,
+    precision: str = "",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on one batch.
 
@@ -101,12 +103,15 @@ def train_step(
         l1: Keras's ``regularizers.l1``: ``l1 * sum|w|`` over ``l1_weights`` joins the loss.
         l1_weights: the kernels it applies to.
         label_smoothing: as ``F.cross_entropy`` takes it.
+        precision: ``"bf16"`` runs the forward pass under bfloat16 autocast (see
+            :func:`mnistkit.speed.autocast`); ``""`` keeps float32.
 
     Returns:
         ``(loss, correct)`` as 0-d tensors, not synchronised: the batch's mean objective
         (cross-entropy plus penalty, what Keras's fit log shows) and its count of right answers.
     """
-    logits = model(x)
+    with autocast(precision, x.device):
+        logits = model(x).float()  # the loss in float32, whatever the forward ran in
     loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     if l1 and l1_weights:
         loss = loss + l1 * sum(w.abs().sum() for w in l1_weights)
@@ -194,6 +199,7 @@ def fit(
     history: list[dict[str, Any]] | None = None,
     on_epoch_end: Callable[[int, list[dict[str, Any]]], None] | None = None,
     quiet: bool = False,
+    probe: Callable[[nn.Module, int, float], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train for epochs ``start_epoch + 1 .. epochs``; shuffles every epoch as Keras's fit does.
 
@@ -207,6 +213,8 @@ def fit(
         history: rows of the epochs already run, extended in place.
         on_epoch_end: called with (epoch, history) after each epoch: the checkpoint hook.
         quiet: no progress output.
+        probe: called after every step as ``probe(model, global_step, fit_seconds)`` (the
+            benchmark's time-to-accuracy probe); its own time is left out of ``seconds``.
 
     Returns:
         The history: one dict per epoch with ``runs.HISTORY_COLUMNS``.
@@ -217,6 +225,8 @@ def fit(
     fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
     weights = l1_params(model) if recipe.l1 else None
     progress = Progress(epochs, steps, quiet)
+    extras = StepExtras(model, recipe, generator)
+    fit_seconds = sum(row["seconds"] for row in history)
     for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -230,16 +240,24 @@ def fit(
                 for g in optimizer.param_groups:
                     g["lr"] = rate
             idx = perm[s * batch_size : (s + 1) * batch_size]
-            xb = train.x.index_select(0, idx).contiguous(memory_format=fmt)
+            xb = extras.augment(train.x.index_select(0, idx)).contiguous(memory_format=fmt)
             loss, right = train_step(model, optimizer, xb, train.y[idx], recipe.l1, weights,
-                                     recipe.label_smoothing)  # fmt: skip
+                                     recipe.label_smoothing, recipe.precision)  # fmt: skip
+            extras.after_step(model)
             loss_sum += loss * len(idx)
             correct += right
             if progress.bar is not None and (s + 1) % REFRESH_STEPS == 0:
                 seen = min(n, (s + 1) * batch_size)
                 progress.step(REFRESH_STEPS, loss_sum.item() / seen, correct.item() / seen)
+            if probe is not None:  # timed out of the fit: t0 moves forward by its duration
+                t_probe = time.perf_counter()
+                probe(extras.eval_model(model), (epoch - 1) * steps + s + 1,
+                      fit_seconds + t_probe - t0)  # fmt: skip
+                t0 += time.perf_counter() - t_probe
         if progress.bar is not None:
             progress.step(steps % REFRESH_STEPS)
+        if epoch == epochs:
+            extras.finish(model)  # e.g. the EMA weights become the model's
         row: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": loss_sum.item() / n,
@@ -249,9 +267,10 @@ def fit(
             "lr": optimizer.param_groups[0]["lr"],
         }
         if val is not None and len(val):
-            v = evaluate(model, val, recipe.eval_batch_size)
+            v = evaluate(extras.eval_model(model), val, recipe.eval_batch_size)
             row["val_loss"], row["val_accuracy"] = v["loss"], v["accuracy"]
-        row["seconds"] = time.perf_counter() - t0
+        row["seconds"] = round(time.perf_counter() - t0, 3)
+        fit_seconds += row["seconds"]
         history.append(row)
         progress.end(epoch, row)
         if on_epoch_end is not None:
