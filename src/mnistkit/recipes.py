@@ -55,6 +55,10 @@ class Recipe:
     preprocessing: str = "pixels / 255, float32"  # what the seed did; the model does any extra
     channels_last: bool = False  # NHWC memory format for convolutions: faster on CPU (oneDNN)
     eval_batch_size: int = 2000  # examples per forward pass when evaluating (memory, not maths)
+    # Speed and accuracy tricks of the `fast` and `best` recipes (off for the seeds):
+    precision: str = ""  # "bf16": forward under bfloat16 autocast (speed.autocast); "" float32
+    ema: float = 0.0  # per-step decay of a weight average that becomes the final model; 0 off
+    augment: dict[str, float] = field(default_factory=dict)  # augment.AugmentConfig fields
     # Provenance, for `mnistkit reproduce` and the docs.
     source: str = ""  # the seed file(s), or "ours"
     reported_test_accuracy: float | None = None  # the seed's own figure, as a fraction

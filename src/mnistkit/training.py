@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ def train(
     quiet: bool = False,
     resume: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    probe: Callable[[torch.nn.Module, int, float], None] | None = None,
 ) -> Run:
     """Train a recipe, evaluate it on the test split and write a run directory.
 
@@ -106,6 +108,7 @@ def train(
         quiet: no progress output.
         resume: a run directory with a checkpoint: continue it where it stopped.
         overwrite: allow ``out`` to be a non-empty folder.
+        probe: passed to :func:`mnistkit.engine.fit` (the benchmark's accuracy probe).
 
     Returns:
         :class:`Run` with the trained model (eval mode), the metrics and the run directory.
@@ -204,7 +207,8 @@ def train(
 
     history = fit(model, optimizer, rec, train_split, val, epochs=rec.epochs,
                   batch_size=rec.batch_size, lr=rec.lr, generator=gen, start_epoch=start_epoch,
-                  history=history, on_epoch_end=checkpoint, quiet=quiet)  # fmt: skip
+                  history=history, on_epoch_end=checkpoint, quiet=quiet,
+                  probe=probe)  # fmt: skip
     train_seconds = sum(row["seconds"] for row in history)
     metrics = _final_metrics(model, rec, train_split, val, test)
     metrics.update(

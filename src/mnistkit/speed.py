@@ -1,0 +1,118 @@
+"""Training tricks the ``fast`` and ``best`` recipes switch on: bf16 autocast, weight EMA.
+
+Both are off by default, so the seed recipes train exactly as before. The engine calls
+:func:`autocast` around the forward pass and :class:`EMA` after each optimizer step when a
+recipe asks for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@contextlib.contextmanager
+def autocast(kind: str, device: torch.device) -> Iterator[None]:
+    """Mixed precision for the forward pass: ``"bf16"`` or ``""`` (off).
+
+    bfloat16 keeps float32's exponent, so unlike float16 it needs no loss scaling. On CPUs
+    with AVX-512 BF16 (the project machine's AMD EPYC) oneDNN runs bf16 convolutions about
+    1.5-2x faster than float32 (measured in ``benchmarks/explore_fast.py``); elsewhere it is
+    emulated and may be slower. The weights and the optimizer stay float32.
+    """
+    if not kind:
+        yield
+        return
+    if kind != "bf16":
+        raise ValueError(f"unknown autocast kind {kind!r}; use 'bf16' or ''")
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        yield
+
+
+class EMA:
+    """An exponential moving average of a model's weights (Polyak averaging).
+
+    After each step, ``avg = decay * avg + (1 - decay) * value`` for every floating-point
+    entry of the state dict, batch-norm running statistics included (as timm's ``ModelEmaV2``
+    does); integer buffers are copied. Averaged weights sit in
+    a flatter part of the loss surface and generalise a little better than the last iterate,
+    most of all when the run ends before the learning rate reaches zero (airbench, tysam-code
+    hlb-cifar10).
+
+    Args:
+        model: the model being trained.
+        decay: per step; ``1 / (1 - decay)`` is the window in steps (0.99 -> ~100 steps).
+        warmup: use ``min(decay, (1 + t) / (10 + t))`` at step ``t``, so the early random
+            weights do not linger in a short run.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must lie in (0, 1), not {decay}")
+        self.decay, self.warmup, self.steps = decay, warmup, 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.steps += 1
+        t = self.steps
+        d = min(self.decay, (1 + t) / (10 + t)) if self.warmup else self.decay
+        for k, v in model.state_dict().items():
+            s = self.shadow[k]
+            if v.dtype.is_floating_point:
+                s.lerp_(v.detach(), 1.0 - d)
+            else:  # integer buffers, e.g. BatchNorm's num_batches_tracked
+                s.copy_(v)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Load the averaged weights into ``model`` (in place, keeping its memory format)."""
+        for k, v in model.state_dict().items():
+            v.copy_(self.shadow[k])
+
+
+class StepExtras:
+    """What a recipe adds around each training step, for :func:`mnistkit.engine.fit`.
+
+    Before the step, batch augmentation (``recipe.augment``, see :mod:`mnistkit.augment`);
+    after it, the weight EMA (``recipe.ema``). With neither, every method is a no-op, so the
+    seed recipes train exactly as they did.
+
+    The EMA is not part of a checkpoint: a resumed run starts a fresh average, which after
+    ``1 / (1 - decay)`` steps has forgotten the difference.
+    """
+
+    def __init__(self, model: nn.Module, recipe: Any, generator: torch.Generator | None):
+        from .augment import AugmentConfig
+
+        self.aug = AugmentConfig(**recipe.augment) if recipe.augment else None
+        self.ema = EMA(model, recipe.ema) if recipe.ema else None
+        self.generator = generator
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        if self.aug is None:
+            return x
+        from .augment import augment
+
+        return augment(x, self.aug, self.generator)
+
+    def after_step(self, model: nn.Module) -> None:
+        if self.ema is not None:
+            self.ema.update(model)
+
+    def eval_model(self, model: nn.Module) -> nn.Module:
+        """The model as it would be saved now: a copy holding the EMA weights, if any."""
+        if self.ema is None:
+            return model
+        avg = copy.deepcopy(model)
+        self.ema.copy_to(avg)
+        return avg
+
+    def finish(self, model: nn.Module) -> None:
+        if self.ema is not None:
+            self.ema.copy_to(model)
