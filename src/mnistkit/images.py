@@ -146,17 +146,20 @@ def flatten_alpha(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 def scale_values(a: np.ndarray) -> np.ndarray:
     """Map any numeric range onto [0, 1] by its likely full scale (1, 255, 65535 or min..max)."""
-    a = np.nan_to_num(a.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    # float64 first: huge values (1e300) would overflow float32 to inf.
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     if a.size == 0:
-        return a
+        return a.astype(np.float32)
     lo, hi = float(a.min()), float(a.max())
     if lo >= 0 and hi <= 1:
-        return a
-    if lo >= 0 and hi <= 255:
-        return a / 255.0
-    if lo >= 0 and hi <= 65535:
-        return a / 65535.0
-    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+        out = a
+    elif lo >= 0 and hi <= 255:
+        out = a / 255.0
+    elif lo >= 0 and hi <= 65535:
+        out = a / 65535.0
+    else:
+        out = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    return out.astype(np.float32)
 
 
 def array_to_float(a: np.ndarray, what: str = "the array") -> np.ndarray:

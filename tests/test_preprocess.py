@@ -1,0 +1,303 @@
+"""Preprocessing: never crashes, always 28x28 in [0, 1]; MNIST's geometry; bad files refused."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from PIL import Image
+
+from mnistkit import imageops
+from mnistkit.errors import ImageError, ImageTooLargeError
+from mnistkit.preprocess import preprocess
+
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def check_output(image: np.ndarray) -> None:
+    assert image.shape == (28, 28)
+    assert image.dtype == np.float32
+    assert np.isfinite(image).all()
+    assert image.min() >= 0.0 and image.max() <= 1.0
+
+
+def encode(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def on_paper(digit: np.ndarray, scale: int, canvas=(300, 400), at=(40, 200), ink=20, paper=235):
+    """An MNIST digit as dark ink on light paper, scaled up ``scale`` times, top-left at ``at``."""
+    big = np.asarray(Image.fromarray(digit).resize((28 * scale, 28 * scale), Image.BICUBIC))
+    page = np.full(canvas, paper, np.float32)
+    y, x = at
+    cover = big.astype(np.float32) / 255
+    region = page[y : y + big.shape[0], x : x + big.shape[1]]
+    region[...] = region * (1 - cover) + ink * cover
+    return page.astype(np.uint8)
+
+
+def center_of_mass(img: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.indices(img.shape)
+    return float((img * ys).sum() / img.sum()), float((img * xs).sum() / img.sum())
+
+
+def nonzero_box(img: np.ndarray) -> tuple[int, int]:
+    ys, xs = np.nonzero(img > 0)
+    return int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
+
+
+# --- fuzzing ------------------------------------------------------------------------------
+
+dtypes = st.sampled_from([np.uint8, np.uint16, np.int32, np.float32, np.float64, np.bool_])
+
+
+@FUZZ
+@given(
+    arr=dtypes.flatmap(
+        lambda dt: hnp.arrays(
+            dt,
+            st.tuples(st.integers(1, 48), st.integers(1, 48), st.sampled_from([0, 1, 3, 4])).map(
+                lambda s: s[:2] if s[2] == 0 else s
+            ),
+            elements=hnp.from_dtype(np.dtype(dt), allow_nan=True, allow_infinity=True)
+            if dt in (np.float32, np.float64)
+            else None,
+        )
+    )
+)
+def test_any_array_gives_28x28_in_unit_range(arr):
+    check_output(preprocess(arr).image)
+
+
+@FUZZ
+@given(
+    mode=st.sampled_from(["1", "L", "P", "RGB", "RGBA", "LA", "I;16", "I", "F", "CMYK"]),
+    size=st.tuples(st.integers(1, 80), st.integers(1, 80)),
+    seed=st.integers(0, 2**32 - 1),
+    kind=st.sampled_from(["noise", "constant", "pixel", "stroke"]),
+)
+def test_any_image_mode_gives_28x28_in_unit_range(mode, size, seed, kind):
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = np.full((h, w), int(rng.integers(0, 256)), np.uint8)
+    if kind == "noise":
+        base = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    elif kind == "pixel":
+        base[rng.integers(h), rng.integers(w)] = 255 - base[0, 0]
+    elif kind == "stroke":
+        base[h // 4 : max(h // 4 + 1, 3 * h // 4), w // 2] = 255 - base[0, 0]
+    im = Image.fromarray(base, "L").convert(mode)
+    fmt = "TIFF" if mode in ("F", "CMYK", "I", "LA") else "PNG"
+    check_output(preprocess(encode(im, fmt)).image)
+    check_output(preprocess(im).image)
+
+
+@pytest.mark.parametrize("value", [0, 1, 128, 254, 255])
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (28, 28), (50, 500)])
+def test_constant_images_are_blank(value, size):
+    res = preprocess(Image.new("L", size, value))
+    assert res.blank and not res.image.any()
+
+
+def test_a_single_pixel_never_crashes():
+    for size in [(1, 1), (2, 1), (3, 3), (500, 3)]:
+        a = np.zeros(size[::-1], np.uint8)
+        a[0, 0] = 255
+        check_output(preprocess(Image.fromarray(a)).image)
+
+
+def test_28x28_array_is_taken_as_is(mnist):
+    x = mnist[1][0][0]
+    assert np.array_equal(preprocess(x).image, x.astype(np.float32) / 255)
+    assert np.array_equal(preprocess(x[None, None]).image, x.astype(np.float32) / 255)
+
+
+# --- MNIST's geometry ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3, 4])
+def test_off_center_digit_on_a_big_canvas_lands_where_mnist_puts_it(mnist, index):
+    digit = mnist[1][0][index]
+    res = preprocess(encode(Image.fromarray(on_paper(digit, scale=6, at=(20, 230)))))
+    check_output(res.image)
+    assert res.polarity == "dark-on-light" and not res.blank
+    cy, cx = center_of_mass(res.image)
+    assert abs(cy - 14) <= 0.75 and abs(cx - 14) <= 0.75  # MNIST: 14.0 +- 0.29 (integer shift)
+    assert max(nonzero_box(res.image)) == 20  # fitted into 20x20, like every MNIST digit
+    # and it looks like the MNIST digit it was drawn from
+    assert np.corrcoef(res.image.ravel(), digit.ravel().astype(np.float32))[0, 1] > 0.8
+
+
+def test_polarity_does_not_matter(mnist):
+    digit = mnist[1][0][7]
+    page = on_paper(digit, scale=5)
+    dark = preprocess(page)
+    light = preprocess(255 - page)
+    assert dark.polarity == "dark-on-light" and light.polarity == "light-on-dark"
+    assert np.abs(dark.image - light.image).mean() < 0.02
+
+
+def test_transparent_canvas_drawing_is_flattened(mnist):
+    """Black strokes on a transparent canvas (a web drawing) read like ink on white paper."""
+    digit = mnist[1][0][11]
+    big = np.asarray(Image.fromarray(digit).resize((280, 280), Image.BICUBIC))
+    rgba = np.zeros((280, 280, 4), np.uint8)
+    rgba[..., 3] = big  # strokes only in alpha; colour black everywhere
+    res = preprocess(encode(Image.fromarray(rgba, "RGBA")))
+    ref = preprocess(encode(Image.fromarray(255 - big)))
+    assert np.abs(res.image - ref.image).mean() < 0.02
+
+
+def test_specks_paper_edge_and_uneven_light_are_ignored(mnist):
+    digit = mnist[1][0][21]
+    clean = preprocess(on_paper(digit, scale=5, at=(60, 150)))
+    page = on_paper(digit, scale=5, at=(60, 150)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    for y, x in [(10, 20), (250, 30), (270, 380), (15, 360), (200, 60)]:
+        page[y : y + 4, x : x + 4] = 30  # dust
+    page[:, :12] = 60  # a strip of dark table along the left side
+    ys, xs = np.indices(page.shape)
+    page *= 0.55 + 0.45 * xs / xs.max()  # light from the right
+    page += rng.normal(0, 6, page.shape)
+    res = preprocess(np.clip(page, 0, 255).astype(np.uint8))
+    assert np.abs(res.image - clean.image).mean() < 0.03
+    x0, y0, x1, y1 = res.bbox
+    assert 140 <= x0 and x1 <= 150 + 140 + 10 and 50 <= y0 and y1 <= 60 + 140 + 10
+
+
+def test_thin_pen_is_thickened_to_mnist_strokes():
+    page = np.full((600, 400), 250, np.uint8)
+    page[100:500, 199:201] = 0  # a "1": 400 px tall, 2 px wide
+    res = preprocess(page)
+    assert res.stroke_scale > 2
+    assert res.image.max() == 1.0
+    rows = res.image.sum(axis=1)
+    assert 1.5 <= rows[rows > 0.5].mean() <= 4.5  # ink per row: MNIST "1"s are 2-4 px wide
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF"])
+def test_every_format_reads_alike(mnist, fmt):
+    page = Image.fromarray(on_paper(mnist[1][0][3], scale=4)).convert("RGB")
+    ref = preprocess(encode(page, "PNG")).image
+    assert np.abs(preprocess(encode(page, fmt)).image - ref).mean() < 0.03
+
+
+def test_gif_uses_the_first_frame(mnist):
+    a = Image.fromarray(on_paper(mnist[1][0][0], scale=4))  # a 7
+    b = Image.fromarray(on_paper(mnist[1][0][1], scale=4))  # a 2
+    buf = io.BytesIO()
+    a.save(buf, "GIF", save_all=True, append_images=[b])
+    first = preprocess(buf.getvalue()).image
+    assert np.abs(first - preprocess(a).image).mean() < 0.01
+
+
+def test_sources_path_file_bytes_pil_array_agree(mnist, tmp_path):
+    page = on_paper(mnist[1][0][5], scale=4)
+    data = encode(Image.fromarray(page))
+    path = tmp_path / "d.png"
+    path.write_bytes(data)
+    ref = preprocess(data).image
+    with path.open("rb") as f:
+        for src in (path, str(path), f, Image.fromarray(page), page, bytearray(data)):
+            assert np.allclose(preprocess(src).image, ref, atol=1e-6)
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG signature and IHDR claiming width x height, with a tiny IDAT: a bomb."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")  # fmt: skip
+
+
+def test_bad_files_raise_image_error(tmp_path, mnist):
+    good_png = encode(Image.fromarray(on_paper(mnist[1][0][0], scale=3)))
+    good_jpg = encode(Image.fromarray(on_paper(mnist[1][0][0], scale=3)), "JPEG")
+    cases = {
+        "not an image": b"hello, I am text\n" * 10,
+        "empty": b"",
+        "truncated png": good_png[: len(good_png) // 2],
+        "truncated jpeg": good_jpg[: len(good_jpg) // 3],
+        "header only": good_png[:30],
+        "photoshop": b"8BPS" + b"\0" * 60,
+    }
+    for name, data in cases.items():
+        with pytest.raises(ImageError) as e:
+            preprocess(data)
+        assert not isinstance(e.value, ImageTooLargeError), name
+    with pytest.raises(ImageError, match="directory"):
+        preprocess(tmp_path)
+    with pytest.raises(ImageError, match="does not exist"):
+        preprocess(tmp_path / "missing.png")
+
+
+def test_decompression_bomb_and_limits_raise_too_large(tmp_path):
+    bomb = png_header_only(100_000, 100_000)  # 10 gigapixels in ~100 bytes
+    assert len(bomb) < 200
+    with pytest.raises(ImageTooLargeError):
+        preprocess(bomb)
+    with pytest.raises(ImageTooLargeError):
+        preprocess(png_header_only(6000, 5000), max_pixels=25_000_000)
+    small = encode(Image.new("L", (100, 100), 255))
+    with pytest.raises(ImageTooLargeError):
+        preprocess(small, max_pixels=9_999)
+    with pytest.raises(ImageTooLargeError):
+        preprocess(small, max_bytes=len(small) - 1)
+    path = tmp_path / "big.png"
+    path.write_bytes(small)
+    with pytest.raises(ImageTooLargeError):
+        preprocess(path, max_bytes=10)
+    with pytest.raises(ImageTooLargeError):
+        preprocess(np.zeros((200, 200), np.uint8), max_pixels=100)
+
+
+# --- building blocks ----------------------------------------------------------------------
+
+
+def flood_fill_count(mask: np.ndarray) -> int:
+    seen = np.zeros_like(mask)
+    count = 0
+    h, w = mask.shape
+    for y0 in range(h):
+        for x0 in range(w):
+            if mask[y0, x0] and not seen[y0, x0]:
+                count += 1
+                stack = [(y0, x0)]
+                seen[y0, x0] = True
+                while stack:
+                    y, x = stack.pop()
+                    for dy in (-1, 0, 1):
+                        for dx in (-1, 0, 1):
+                            v, u = y + dy, x + dx
+                            if 0 <= v < h and 0 <= u < w and mask[v, u] and not seen[v, u]:
+                                seen[v, u] = True
+                                stack.append((v, u))
+    return count
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.bool_, st.tuples(st.integers(1, 20), st.integers(1, 20))))
+def test_label_components_matches_a_flood_fill(mask):
+    labels, n = imageops.label_components(mask)
+    assert n == flood_fill_count(mask)
+    assert ((labels > 0) == mask).all()
+    assert set(np.unique(labels[mask]).tolist()) == set(range(1, n + 1))
+    # 8-connected neighbours share a label
+    for dy, dx in [(0, 1), (1, 0), (1, 1), (1, -1)]:
+        a = labels[: labels.shape[0] - dy, max(0, -dx) : labels.shape[1] - max(0, dx)]
+        b = labels[dy:, max(0, dx) : labels.shape[1] + min(0, dx) or None]
+        both = (a > 0) & (b > 0)
+        assert (a[both] == b[both]).all()
