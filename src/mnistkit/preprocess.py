@@ -289,7 +289,11 @@ def normalize_stroke(digit: np.ndarray) -> tuple[np.ndarray, float]:
     if width < STROKE_P10:
         r = round((STROKE_P10 - width) / 2 / scale)
         # pad first: a thin stroke may sit at the very edge of its tight crop
-        return (ops.dilate(np.pad(digit, r), r), (width + 2 * r * scale) / width) if r else (digit, 1.0)
+        return (
+            (ops.dilate(np.pad(digit, r), r), (width + 2 * r * scale) / width)
+            if r
+            else (digit, 1.0)
+        )
     if width > STROKE_P90:
         r = round((width - STROKE_P90) / 2 / scale)
         thinned = ops.erode(digit, r) if r else digit

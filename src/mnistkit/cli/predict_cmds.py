@@ -136,7 +136,8 @@ class Table:
             print(f"{'label':>5}  {'p':>5}  {'top ' + str(self.top_k):<{9 * self.top_k}}  file")
             self.header = True
         if "error" in row:
-            print(f"{'-':>5}  {'-':>5}  {'error':<{9 * self.top_k}}  {row['file']}: {row['error']}")
+            msg = row["error"] if row["file"] in row["error"] else f"{row['file']}: {row['error']}"
+            print(f"{'-':>5}  {'-':>5}  {'error':<{9 * self.top_k}}  {msg}")
             return
         top = "  ".join(f"{t['label']} {t['p']:.3f}" for t in row["top"])
         note = f"  (not a digit? {row['not_digit']})" if row["not_digit"] else ""

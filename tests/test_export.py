@@ -1,0 +1,60 @@
+"""ONNX export: a valid, dynamic-batch model.onnx that agrees with torch, written atomically."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from serve_support import trained_run
+
+from mnistkit.cli import main
+from mnistkit.export import OPSET, onnx_session, softmax, to_onnx, weights_sha256
+
+pytestmark = pytest.mark.mnist
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    src = trained_run(tmp_path_factory)
+    dst = tmp_path_factory.mktemp("export") / "run"
+    dst.mkdir()
+    for name in ("config.json", "metrics.json", "model.safetensors"):
+        shutil.copy(src / name, dst / name)
+    return dst
+
+
+def test_export_agrees_with_torch_on_mnist(run, mnist):
+    res = to_onnx(run, n_check=1000)
+    assert res.path == run / "model.onnx" and res.path.is_file()
+    assert res.check_data == "MNIST test split" and res.checked == 1000
+    assert res.argmax_agree == 1000 and res.max_abs_diff < 1e-4 and res.ok
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # atomic: no leftovers
+
+    proto = onnx.load(str(res.path))
+    onnx.checker.check_model(proto)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= OPSET >= 17
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["weights_sha256"] == weights_sha256(run) and meta["recipe"] == "seed-convnet"
+
+    # dynamic batch: 1, 7 and 300 images through the same session
+    session = onnx_session(res.path)
+    x = mnist[1][0][:300].astype(np.float32).reshape(-1, 1, 28, 28) / 255
+    for n in (1, 7, 300):
+        (logits,) = session.run(None, {"image": x[:n]})
+        assert logits.shape == (n, 10)
+    assert (softmax(logits).argmax(1) == mnist[1][1][:300]).mean() > 0.95
+
+
+def test_export_command_reports_the_check(run, capsys):
+    assert main(["export", str(run), "--format", "onnx"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "model.onnx" in out and "labels agree 2000/2000" in out and "max |p_onnx - p_torch|" in out
+    )
+
+
+def test_export_of_a_missing_run_is_exit_2(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope")]) == 2
+    assert "Traceback" not in capsys.readouterr().err
