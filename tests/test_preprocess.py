@@ -170,7 +170,8 @@ def test_specks_paper_edge_and_uneven_light_are_ignored(mnist):
     res = preprocess(np.clip(page, 0, 255).astype(np.uint8))
     assert np.abs(res.image - clean.image).mean() < 0.03
     x0, y0, x1, y1 = res.bbox
-    assert 140 <= x0 and x1 <= 150 + 140 + 10 and 50 <= y0 and y1 <= 60 + 140 + 10
+    assert 140 <= x0 < x1 <= 150 + 140 + 10
+    assert 50 <= y0 < y1 <= 60 + 140 + 10
 
 
 def test_thin_pen_is_thickened_to_mnist_strokes():
