@@ -6,8 +6,9 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import save as st_save
 
-from mnistkit import runs
+from mnistkit import runs, sealed
 from mnistkit.errors import MnistkitError
 from mnistkit.training import train
 
@@ -82,11 +83,17 @@ def test_weights_of_another_architecture(run, tiny_registered, tmp_path):
         runs.load_model(run.path)
 
 
-def test_inconsistent_checkpoint_is_refused(run, tiny_registered):
-    state = json.loads((run.path / runs.CKPT_STATE).read_text())
-    state["epoch"] = 7
-    (run.path / runs.CKPT_STATE).write_text(json.dumps(state))
-    with pytest.raises(MnistkitError, match="inconsistent"):
+def test_checkpoint_is_one_sealed_file(run, tiny_registered):
+    """One file, so a kill cannot pair new tensors with an old state; edits break its seal."""
+    assert not (run.path / "checkpoint.json").exists()
+    tensors, meta = sealed.unpack(run.path / runs.CHECKPOINT, "checkpoint")
+    assert meta["format"] == runs.CKPT_FORMAT and json.loads(meta["state"])["epoch"] == 1
+    assert {"rng.torch", "rng.shuffle"} <= set(tensors)
+    state = json.loads(meta["state"])
+    meta["state"] = json.dumps({**state, "epoch": 7})
+    forged = st_save(tensors, metadata={**meta, "sha256": "0" * 64})
+    (run.path / runs.CHECKPOINT).write_bytes(forged)
+    with pytest.raises(MnistkitError, match="SHA-256 seal"):
         train(resume=run.path, epochs=9, quiet=True, data_dir=tiny_registered)
 
 

@@ -41,6 +41,31 @@ class Split:
         return len(self.y)
 
 
+@dataclass
+class Position:
+    """Where an interrupted epoch stopped: enough for :func:`fit` to finish it exactly."""
+
+    epoch: int  # the epoch in progress, from 1
+    step: int  # its steps already taken
+    perm: torch.Tensor  # its shuffle order (N,) int64
+    loss_sum: torch.Tensor  # its running sum of batch loss x batch size, float32 0-d
+    correct: torch.Tensor  # its running count of right answers, int64 0-d
+    seconds: float  # its fit time so far
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"epoch.perm": self.perm, "epoch.loss_sum": self.loss_sum,
+                "epoch.correct": self.correct}  # fmt: skip
+
+    @classmethod
+    def restore(cls, tensors: dict[str, torch.Tensor], epoch: int, step: int, seconds: float,
+                n: int, steps: int) -> Position:  # fmt: skip
+        """Rebuild from :meth:`tensors`; ValueError if it cannot belong to ``n`` examples."""
+        perm = tensors.get("epoch.perm")
+        if perm is None or perm.shape != (n,) or not 0 <= step < steps:
+            raise ValueError(f"its epoch position (step {step} of {steps}) does not fit the data")
+        return cls(epoch, step, perm, tensors["epoch.loss_sum"], tensors["epoch.correct"], seconds)
+
+
 def to_split(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> Split:
     """uint8 images -> float32 / 255 once, on ``device``: every seed scaled pixels to [0, 1]."""
     return Split(x.to(device).float().div_(255.0), y.to(device))
@@ -200,6 +225,10 @@ def fit(
     on_epoch_end: Callable[[int, list[dict[str, Any]]], None] | None = None,
     quiet: bool = False,
     probe: Callable[[nn.Module, int, float], None] | None = None,
+    extras: StepExtras | None = None,
+    position: Position | None = None,
+    stop: Callable[[], bool] | None = None,
+    on_stop: Callable[[Position, list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train for epochs ``start_epoch + 1 .. epochs``; shuffles every epoch as Keras's fit does.
 
@@ -216,6 +245,14 @@ def fit(
         probe: called after every step as ``probe(model, global_step, fit_seconds)`` (the
             benchmark's time-to-accuracy probe); its own time is left out of ``seconds``.
 
+        extras: the recipe's EMA and augmentation; given by a caller that checkpoints the
+            EMA, else made here.
+        position: continue epoch ``start_epoch + 1`` from here (a mid-epoch checkpoint)
+            instead of drawing a new permutation.
+        stop: asked before every step; when it answers True, ``on_stop`` gets the position
+            and fit returns early, the EMA not yet applied (Ctrl-C: see ``interrupt``).
+        on_stop: the mid-epoch checkpoint hook.
+
     Returns:
         The history: one dict per epoch with ``runs.HISTORY_COLUMNS``.
     """
@@ -225,16 +262,28 @@ def fit(
     fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
     weights = l1_params(model) if recipe.l1 else None
     progress = Progress(epochs, steps, quiet)
-    extras = StepExtras(model, recipe, generator)
+    extras = extras or StepExtras(model, recipe, generator)
     fit_seconds = sum(row["seconds"] for row in history)
     for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.perf_counter()
         model.train()
         progress.start(epoch)
-        perm = torch.randperm(n, generator=generator).to(train.x.device)
-        loss_sum = torch.zeros((), device=train.x.device)
-        correct = torch.zeros((), dtype=torch.long, device=train.x.device)
-        for s in range(steps):
+        dev = train.x.device
+        if position is not None and position.epoch == epoch:  # as it stood when interrupted
+            t0 -= position.seconds
+            perm, first = position.perm.to(dev), position.step
+            loss_sum, correct = position.loss_sum.to(dev), position.correct.to(dev)
+            progress.step(first)
+        else:
+            perm, first = torch.randperm(n, generator=generator).to(dev), 0
+            loss_sum = torch.zeros((), device=dev)
+            correct = torch.zeros((), dtype=torch.long, device=dev)
+        for s in range(first, steps):
+            if stop is not None and stop():  # steps 0..s-1 done: the RNGs stand before step s
+                if on_stop is not None:
+                    seconds = round(time.perf_counter() - t0, 3)
+                    on_stop(Position(epoch, s, perm, loss_sum, correct, seconds), history)
+                return history
             if recipe.schedule != "constant":
                 rate = lr_at(recipe, (epoch - 1) * steps + s, steps, epochs * steps, lr)
                 for g in optimizer.param_groups:
@@ -256,8 +305,6 @@ def fit(
                 t0 += time.perf_counter() - t_probe
         if progress.bar is not None:
             progress.step(steps % REFRESH_STEPS)
-        if epoch == epochs:
-            extras.finish(model)  # e.g. the EMA weights become the model's
         row: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": loss_sum.item() / n,
@@ -275,4 +322,7 @@ def fit(
         progress.end(epoch, row)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)
+    # After the last checkpoint, which keeps the raw weights and the EMA apart so that a run
+    # killed before it wrote its model.safetensors can be resumed and finished.
+    extras.finish(model)  # e.g. the EMA weights become the model's
     return history

@@ -15,3 +15,19 @@ class ImageError(MnistkitError):
 
 class ImageTooLargeError(ImageError):
     """An input image is over the byte or pixel limit (a decompression bomb, say)."""
+
+
+class WriteError(MnistkitError, OSError):
+    """A file could not be written (disk full, read-only folder); the old file is intact."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a training run after it saved a checkpoint (``interrupt``)."""
+
+    def __init__(self, signum: int, run_dir: object):
+        super().__init__(signum, run_dir)
+        self.signum, self.run_dir = signum, run_dir
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM

@@ -7,11 +7,13 @@
       model.safetensors        the final weights (safetensors: loading never executes code)
       metrics.json             METRIC_KEYS, nothing else
       history.csv              HISTORY_COLUMNS, one row per epoch
-      checkpoint.safetensors   model + optimizer tensors + RNG state at the end of the last epoch
-      checkpoint.json          epoch, history, optimizer hyperparameters, for --resume
+      checkpoint.safetensors   everything --resume needs, in one file (see save_checkpoint)
 
-Every file is written atomically (``fileio``); the checkpoint's two files carry the same
-epoch number, so a process killed between the two renames is detected on resume.
+Every file is written atomically (``fileio``): a process killed at any moment leaves the old
+file or the new one. The checkpoint is one file, so its parts cannot come from two different
+moments. Both safetensors files carry a SHA-256 seal (``sealed``) and ``config.json`` is checked
+field by field (``runconfig``): loading a run never executes code, and a damaged or edited file
+is refused with a sentence naming it.
 """
 
 from __future__ import annotations
@@ -24,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
+from . import sealed
 from .errors import MnistkitError
 from .fileio import write_atomic, write_json_atomic, write_text_atomic
 from .models import create_model
+from .runconfig import check_config
 
 METRIC_KEYS = (
     "recipe", "dataset", "epochs", "seed", "device", "threads", "test_accuracy", "test_loss",
@@ -46,7 +47,8 @@ CONFIG, WEIGHTS, METRICS, HISTORY = (
     "metrics.json",
     "history.csv",
 )
-CKPT_TENSORS, CKPT_STATE = "checkpoint.safetensors", "checkpoint.json"
+CHECKPOINT = "checkpoint.safetensors"
+CKPT_FORMAT = "mnistkit-checkpoint/2"  # 1 was a .safetensors + .json pair
 
 
 def _state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -79,9 +81,7 @@ def save_run(
             f"metrics keys differ from DESIGN.md's: {sorted(set(metrics) ^ set(METRIC_KEYS))}"
         )
     write_json_atomic(path / CONFIG, config)
-    write_atomic(
-        path / WEIGHTS, st_save(_state_tensors(model), metadata={"model": config["model"]})
-    )
+    write_atomic(path / WEIGHTS, sealed.pack(_state_tensors(model), {"model": config["model"]}))
     write_text_atomic(path / HISTORY, history_csv(history))
     # metrics.json last: its presence marks a finished run.
     write_json_atomic(path / METRICS, {k: metrics[k] for k in METRIC_KEYS})
@@ -112,19 +112,22 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
         )
     try:
         obj = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MnistkitError(f"{str(path)!r} is not readable {what} JSON ({e}).") from e
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad UTF-8 or JSON
+        raise MnistkitError(f"{str(path)!r} is not readable {what} JSON ({e}).") from None
     if not isinstance(obj, dict):
         raise MnistkitError(f"{str(path)!r} is not a mnistkit {what} file.")
     return obj
 
 
-def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """``config.json`` of a run directory; MnistkitError if it is missing or foreign."""
-    config = _read_json(Path(run_dir) / CONFIG, "config")
-    if not isinstance(config.get("model"), str) or not isinstance(config.get("model_kwargs"), dict):
-        raise MnistkitError(f"{str(Path(run_dir) / CONFIG)!r} names no model; not a mnistkit run.")
-    return config
+def read_config(run_dir: str | os.PathLike[str], resume: bool = False) -> dict[str, Any]:
+    """``config.json`` of a run directory, every field validated (``runconfig.check_config``).
+
+    Raises:
+        MnistkitError: the file is missing, not JSON, foreign, or has a bad field; with
+            ``resume``, also when a field that training needs is missing.
+    """
+    path = Path(run_dir) / CONFIG
+    return check_config(_read_json(path, "config"), path, resume=resume)
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -135,20 +138,6 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def read_history(run_dir: str | os.PathLike[str]) -> list[dict[str, str]]:
     with open(Path(run_dir) / HISTORY, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
-        raise MnistkitError(f"{str(path)!r} is missing; the run did not finish or was moved.")
-    blob = path.read_bytes()
-    try:
-        from safetensors import safe_open  # metadata needs a file handle
-
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return st_load(blob), metadata
-    except (SafetensorError, OSError, ValueError) as e:
-        raise MnistkitError(f"{str(path)!r} is truncated or not a safetensors file ({e}).") from e
 
 
 def _load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -182,7 +171,7 @@ def load_model(
     """
     config = read_config(run_dir)
     model = create_model(config["model"], **config["model_kwargs"])
-    tensors, _ = _read_safetensors(Path(run_dir) / WEIGHTS)
+    tensors, _ = sealed.unpack(Path(run_dir) / WEIGHTS, "weights")
     _load_weights(model, tensors, Path(run_dir) / WEIGHTS)
     return model.to(device).eval(), config
 
@@ -194,66 +183,79 @@ def save_checkpoint(
     path: str | os.PathLike[str],
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    rng: dict[str, torch.Tensor],
+    tensors: dict[str, torch.Tensor],
     state: dict[str, Any],
 ) -> None:
-    """Save everything a resumed run needs: tensors as safetensors, the rest as JSON (no pickle).
+    """Save everything a resumed run needs as one sealed safetensors file (no pickle).
+
+    One file, written atomically, so a process killed at any moment leaves the previous
+    checkpoint or this one, never a mix: the tensors hold the model (``model.*``), the
+    optimizer's tensor state (``optim.*``) and the caller's ``tensors``; the header's metadata
+    holds ``state`` as JSON, with the optimizer's hyperparameters and scalar state.
 
     Args:
         path: the run directory.
-        model: the model after the epoch.
-        optimizer: its optimizer; tensor state goes to safetensors, the rest to JSON.
-        rng: RNG states as uint8 tensors (``torch.get_rng_state()`` and friends).
-        state: JSON-able facts; must hold ``epoch`` (the last finished one, from 1).
+        model: the model now.
+        optimizer: its optimizer.
+        tensors: other tensors by name, each name with a prefix of its own (``rng.torch``,
+            ``ema.fc.weight``, ``epoch.perm``...).
+        state: JSON-able facts; must hold ``epoch`` (from 1) and ``step`` (within it).
     """
-    path = Path(path)
-    tensors = {f"model.{k}": v for k, v in _state_tensors(model).items()}
-    tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
+    blob = {f"model.{k}": v for k, v in _state_tensors(model).items()}
     sd = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for idx, pstate in sd["state"].items():
         for k, v in pstate.items():
             if isinstance(v, torch.Tensor):
-                tensors[f"optim.{idx}.{k}"] = v.detach().cpu().contiguous()
+                blob[f"optim.{idx}.{k}"] = v.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(idx), {})[k] = v
-    epoch = str(state["epoch"])
-    write_atomic(path / CKPT_TENSORS, st_save(tensors, metadata={"epoch": epoch}))
+    for name, v in tensors.items():
+        if name.startswith(("model.", "optim.")) or name in blob:
+            raise ValueError(f"checkpoint tensor name {name!r} is taken")
+        blob[name] = v.detach().cpu().contiguous()
     payload = dict(state, optimizer={"param_groups": sd["param_groups"], "scalars": scalars})
-    write_json_atomic(path / CKPT_STATE, payload)
+    meta = {"format": CKPT_FORMAT, "state": json.dumps(payload)}
+    write_atomic(Path(path) / CHECKPOINT, sealed.pack(blob, meta))
 
 
 def load_checkpoint(
     path: str | os.PathLike[str], model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Restore model and optimizer in place from :func:`save_checkpoint`'s files.
+    """Restore model and optimizer in place from :func:`save_checkpoint`'s file.
 
     Returns:
-        ``(rng, state)``: the RNG tensors and the JSON state (``epoch``, ``history``...).
+        ``(tensors, state)``: the caller's tensors, by the names it saved them under, and the
+        JSON state (``epoch``, ``step``, ``history``...).
 
     Raises:
-        MnistkitError: the files are missing, truncated, of another epoch or architecture.
+        MnistkitError: the file is missing, truncated, damaged, edited, of an older format, or
+            of another model or optimizer.
     """
-    path = Path(path)
-    state = _read_json(path / CKPT_STATE, "checkpoint")
-    tensors, metadata = _read_safetensors(path / CKPT_TENSORS)
-    if metadata.get("epoch") != str(state.get("epoch")):
-        raise MnistkitError(
-            f"the checkpoint in {str(path)!r} is inconsistent (weights of epoch "
-            f"{metadata.get('epoch')}, state of epoch {state.get('epoch')}); start a new run."
+    file = Path(path) / CHECKPOINT
+    tensors, meta = sealed.unpack(file, "checkpoint")
+    try:
+        if meta.get("format") != CKPT_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {CKPT_FORMAT!r}")
+        state = json.loads(meta["state"])
+        if not isinstance(state, dict) or type(state.get("epoch")) is not int:
+            raise ValueError("no epoch in its state")
+        group: dict[str, dict[str, torch.Tensor]] = {"model.": {}, "optim.": {}, "": {}}
+        for k, v in tensors.items():
+            prefix = next((p for p in ("model.", "optim.") if k.startswith(p)), "")
+            group[prefix][k[len(prefix) :]] = v
+        _load_weights(model, group["model."], file)
+        opt_state: dict[int, dict[str, Any]] = {}
+        for k, v in group["optim."].items():
+            idx, name = k.split(".", 1)
+            opt_state.setdefault(int(idx), {})[name] = v
+        for idx, extra in state["optimizer"]["scalars"].items():
+            opt_state.setdefault(int(idx), {}).update(extra)
+        optimizer.load_state_dict(
+            {"state": opt_state, "param_groups": state["optimizer"]["param_groups"]}
         )
-    group = {"model.": {}, "rng.": {}, "optim.": {}}  # type: dict[str, dict[str, torch.Tensor]]
-    for k, v in tensors.items():
-        prefix = k[: k.index(".") + 1]
-        group.setdefault(prefix, {})[k[len(prefix) :]] = v
-    _load_weights(model, group["model."], path / CKPT_TENSORS)
-    opt_state: dict[int, dict[str, Any]] = {}
-    for k, v in group["optim."].items():
-        idx, name = k.split(".", 1)
-        opt_state.setdefault(int(idx), {})[name] = v
-    for idx, extra in state["optimizer"]["scalars"].items():
-        opt_state.setdefault(int(idx), {}).update(extra)
-    optimizer.load_state_dict(
-        {"state": opt_state, "param_groups": state["optimizer"]["param_groups"]}
-    )
-    return group["rng."], state
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise MnistkitError(
+            f"{str(file)!r} is not a checkpoint this mnistkit can resume ({e}); start a new run."
+        ) from None
+    return group[""], state

@@ -70,6 +70,15 @@ class EMA:
                 s.copy_(v)
 
     @torch.no_grad()
+    def load(self, shadow: dict[str, torch.Tensor], steps: int) -> None:
+        """Restore a checkpointed average (:attr:`shadow` and :attr:`steps`) in place."""
+        if shadow.keys() != self.shadow.keys():
+            raise ValueError("the checkpoint's EMA holds other weights than the model")
+        for k, s in self.shadow.items():
+            s.copy_(shadow[k])
+        self.steps = steps
+
+    @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
         """Load the averaged weights into ``model`` (in place, keeping its memory format)."""
         for k, v in model.state_dict().items():
@@ -83,8 +92,8 @@ class StepExtras:
     after it, the weight EMA (``recipe.ema``). With neither, every method is a no-op, so the
     seed recipes train exactly as they did.
 
-    The EMA is not part of a checkpoint: a resumed run starts a fresh average, which after
-    ``1 / (1 - decay)`` steps has forgotten the difference.
+    The EMA is part of a checkpoint (:meth:`state` and :meth:`load_state`), so a resumed run
+    continues the very average an uninterrupted one would hold.
     """
 
     def __init__(self, model: nn.Module, recipe: Any, generator: torch.Generator | None):
@@ -112,6 +121,18 @@ class StepExtras:
         avg = copy.deepcopy(model)
         self.ema.copy_to(avg)
         return avg
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """What a checkpoint must keep: tensors (``ema.<name>``) and JSON facts."""
+        if self.ema is None:
+            return {}, {}
+        return {f"ema.{k}": v for k, v in self.ema.shadow.items()}, {"ema_steps": self.ema.steps}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], facts: dict[str, Any]) -> None:
+        """Restore :meth:`state`'s output; a checkpoint without an EMA leaves it as is."""
+        if self.ema is not None and "ema_steps" in facts:
+            shadow = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+            self.ema.load(shadow, int(facts["ema_steps"]))
 
     def finish(self, model: nn.Module) -> None:
         if self.ema is not None:

@@ -5,12 +5,17 @@ the data, and only then create the run directory. ``config.json`` is written fir
 folder describes itself and ``--resume`` can rebuild the run), a checkpoint after every
 epoch, and ``metrics.json`` last, which marks the run finished.
 
-Ctrl-C: the checkpoint of the last finished epoch is already on disk, so an interrupted run
-is resumable; the CLI maps the KeyboardInterrupt to exit status 130.
+Ctrl-C or SIGTERM: the step under way finishes, a mid-epoch checkpoint is written and
+:class:`~mnistkit.errors.TrainingInterrupted` is raised (``interrupt``); the CLI says how to
+resume and exits 130 (143 for SIGTERM). ``--resume`` then ends with exactly the weights and
+figures of a run never stopped (on the CPU). A run killed outright (``kill -9``) resumes from
+its last checkpoint, or from the start if it had none yet; one killed after its last epoch but
+before ``metrics.json`` is finished by ``--resume`` (see ``resume``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -24,9 +29,13 @@ import torch
 from . import data, runs
 from .engine import Split, evaluate, fit, to_split
 from .errors import MnistkitError
+from .fileio import is_temp, remove_stale_temps
+from .interrupt import StopOnSignal
 from .models import create_model
 from .optim import create_optimizer
 from .recipes import Recipe, get_recipe
+from .resume import Checkpointer, check_room
+from .speed import StepExtras
 
 
 @dataclass
@@ -52,13 +61,6 @@ def resolve_device(device: str) -> torch.device:
 def _check_positive(name: str, value: float | None, kind: type = int) -> None:
     if value is not None and (not isinstance(value, int | float) or value <= 0):
         raise MnistkitError(f"{name} must be a positive {kind.__name__}, not {value!r}.")
-
-
-def _rng_state(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"torch": torch.get_rng_state(), "shuffle": gen.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
 
 
 def _versions() -> dict[str, str]:
@@ -126,8 +128,11 @@ def train(
         raise MnistkitError(f"the validation split must lie in [0, 1), not {val_split!r}.")
     config: dict[str, Any] = {}
     if resume is not None:
-        config = runs.read_config(resume)
-        if not (Path(resume) / runs.CKPT_STATE).is_file() or "recipe_settings" not in config:
+        config = runs.read_config(resume, resume=True)  # every field checked
+        if (
+            not (Path(resume) / runs.CHECKPOINT).is_file()
+            and (Path(resume) / runs.METRICS).is_file()
+        ):
             raise MnistkitError(f"{str(resume)!r} has no checkpoint to resume from.")
         rec = Recipe(**config["recipe_settings"])
         if recipe is not None and (recipe if isinstance(recipe, str) else recipe.name) != rec.name:
@@ -143,7 +148,8 @@ def train(
     rec = replace(rec, epochs=epochs or rec.epochs, batch_size=batch_size or rec.batch_size,
                   lr=lr or rec.lr)  # fmt: skip
     out = Path(out or Path("runs") / f"{rec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if resume is None and out.exists() and any(out.iterdir()) and not overwrite:
+    occupied = out.exists() and any(not is_temp(p.name) for p in out.iterdir())
+    if resume is None and occupied and not overwrite:
         raise MnistkitError(
             f"{str(out)!r} already holds files; choose another --out or --resume it."
         )
@@ -178,18 +184,7 @@ def train(
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = create_optimizer(rec.optimizer, model.parameters(), rec.lr, **rec.optimizer_kwargs)
 
-    start_epoch, history = 0, []
-    if resume is not None:
-        rng, state = runs.load_checkpoint(out, model, optimizer)
-        start_epoch, history = int(state["epoch"]), list(state["history"])
-        if start_epoch >= rec.epochs:
-            raise MnistkitError(f"{str(out)!r} already ran {start_epoch} epochs; pass --epochs "
-                                f"above {start_epoch} to continue it.")  # fmt: skip
-        torch.set_rng_state(rng["torch"])
-        gen.set_state(rng["shuffle"])
-        if "cuda" in rng and dev.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], dev)
-
+    file_config = config  # as read by --resume, checked against the checkpoint's copy
     config = {
         "recipe": rec.name, "recipe_settings": rec.to_dict(), "model": rec.model,
         "model_kwargs": rec.model_kwargs, "optimizer": rec.optimizer,
@@ -199,26 +194,50 @@ def train(
         "dataset": dataset, "data_source": loaded.source, "data_sha256": loaded.sha256,
         "n_train": n_fit, "n_val": n_val, "n_test": len(test), "versions": _versions(),
     }  # fmt: skip
+    extras = StepExtras(model, rec, gen)
+    ckpt = Checkpointer(out, model, optimizer, gen, extras, dev, config)
+    start_epoch, position = 0, None
+    history: list[dict[str, Any]] = []
+    if resume is not None and (out / runs.CHECKPOINT).is_file():
+        steps = math.ceil(n_fit / rec.batch_size)
+        start_epoch, history, position = ckpt.restore(file_config, n_fit, steps)
+        if start_epoch > rec.epochs or (start_epoch == rec.epochs and _finished(out, start_epoch)):
+            raise MnistkitError(f"{str(out)!r} already ran {start_epoch} epochs; pass --epochs "
+                                f"above {start_epoch} to continue it.")  # fmt: skip
+    check_room(out, model, n_fit)  # a full disk or a read-only folder: one line, now
+    remove_stale_temps(out)  # left by a writer killed before its rename
     runs.write_config(out, config)
 
     def checkpoint(epoch: int, hist: list[dict[str, Any]]) -> None:
-        runs.save_checkpoint(out, model, optimizer, _rng_state(gen, dev),
-                             {"epoch": epoch, "history": hist})  # fmt: skip
+        ckpt.save(epoch, hist)
 
-    history = fit(model, optimizer, rec, train_split, val, epochs=rec.epochs,
-                  batch_size=rec.batch_size, lr=rec.lr, generator=gen, start_epoch=start_epoch,
-                  history=history, on_epoch_end=checkpoint, quiet=quiet,
-                  probe=probe)  # fmt: skip
-    train_seconds = sum(row["seconds"] for row in history)
-    metrics = _final_metrics(model, rec, train_split, val, test)
-    metrics.update(
-        recipe=rec.name, dataset=dataset, epochs=rec.epochs, seed=seed, device=dev.type,
-        threads=torch.get_num_threads(), train_seconds=round(train_seconds, 3),
-        total_seconds=round(time.perf_counter() - t_start, 3),
-        examples_per_second=round(n_fit * rec.epochs / max(train_seconds, 1e-9), 1),
-    )  # fmt: skip
-    runs.save_run(out, model, config, metrics, history)
+    # Signals stop between steps with a checkpoint (see ``interrupt``).
+    with StopOnSignal(out) as stop:
+        with stop.deferred():
+            history = fit(model, optimizer, rec, train_split, val, epochs=rec.epochs,
+                          batch_size=rec.batch_size, lr=rec.lr, generator=gen,
+                          start_epoch=start_epoch, history=history, on_epoch_end=checkpoint,
+                          quiet=quiet, probe=probe, extras=extras, position=position,
+                          stop=stop, on_stop=ckpt.save_position)  # fmt: skip
+        stop.check()  # a signal during the last step: the final checkpoint is on disk
+        train_seconds = sum(row["seconds"] for row in history)
+        metrics = _final_metrics(model, rec, train_split, val, test)
+        metrics.update(
+            recipe=rec.name, dataset=dataset, epochs=rec.epochs, seed=seed, device=dev.type,
+            threads=torch.get_num_threads(), train_seconds=round(train_seconds, 3),
+            total_seconds=round(time.perf_counter() - t_start, 3),
+            examples_per_second=round(n_fit * rec.epochs / max(train_seconds, 1e-9), 1),
+        )  # fmt: skip
+        runs.save_run(out, model, config, metrics, history)
     return Run(model.eval(), metrics, out)
+
+
+def _finished(out: Path, epochs: int) -> bool:
+    """Whether ``metrics.json`` marks the run as finished after ``epochs`` epochs."""
+    try:
+        return runs.read_metrics(out).get("epochs") == epochs
+    except MnistkitError:
+        return False
 
 
 def _final_metrics(model: torch.nn.Module, rec: Recipe, train: Split, val: Split | None,

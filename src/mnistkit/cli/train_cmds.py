@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import MnistkitError
+from ..errors import MnistkitError, TrainingInterrupted
 
 
 def _training_options(p: argparse.ArgumentParser) -> None:
@@ -72,15 +74,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.recipe is None and args.resume is None:
         raise MnistkitError("give --recipe NAME (see `mnistkit models`) or --resume RUN_DIR.")
-    run = train(args.recipe, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
-                lr=args.lr, val_split=args.val_split, resume=args.resume,
-                overwrite=args.overwrite, **_train_kwargs(args))  # fmt: skip
+    try:
+        run = train(args.recipe, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+                    lr=args.lr, val_split=args.val_split, resume=args.resume,
+                    overwrite=args.overwrite, **_train_kwargs(args))  # fmt: skip
+    except TrainingInterrupted as e:
+        return interrupted(e)
     m = run.metrics
     print(f"{run.path}: {m['recipe']}, {m['epochs']} epochs in {m['train_seconds']:.1f} s "
           f"({m['examples_per_second']:.0f} examples/s on {m['device']}, {m['threads']} threads)")  # fmt: skip
     print(f"test accuracy {pct(m['test_accuracy'])}  test loss {m['test_loss']:.4f}  "
           f"train accuracy {pct(m['train_accuracy'])}  val accuracy {pct(m['val_accuracy'])}")  # fmt: skip
     return 0
+
+
+def interrupted(e: TrainingInterrupted) -> int:
+    """Ctrl-C (exit 130) or SIGTERM (143) stopped a run after saving: one line on how to resume."""
+    print(f"mnistkit: interrupted; the run is saved, continue it with "
+          f"`mnistkit train --resume {shlex.quote(str(e.run_dir))}`", file=sys.stderr)  # fmt: skip
+    return e.exit_status
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -146,8 +158,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     for rec in recipes:
         if not getattr(args, "quiet", False):
             print(f"== {rec.name} ({rec.source})", flush=True)
-        run = train(rec, out=Path(args.out_dir) / rec.name, epochs=args.epochs, overwrite=True,
-                    **_train_kwargs(args))  # fmt: skip
+        try:
+            run = train(rec, out=Path(args.out_dir) / rec.name, epochs=args.epochs,
+                        overwrite=True, **_train_kwargs(args))  # fmt: skip
+        except TrainingInterrupted as e:
+            return interrupted(e)
         seeds = "+".join(f.strip().split("_")[0] for f in rec.source.split(",") if f.strip())
         rows.append(dict(run.metrics, source=seeds or "-", reported=rec.reported_test_accuracy))
     print(reproduce_table(rows))
