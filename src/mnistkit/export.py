@@ -18,11 +18,15 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import DataError, MnistkitError
 from .fileio import write_atomic
+
+if TYPE_CHECKING:  # torch stays unimported on the onnx-only path
+    import torch
 
 ONNX_FILE = "model.onnx"
 OPSET = 17  # LayerNorm and everything our models use; onnxruntime >= 1.14 runs it
@@ -63,6 +67,28 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def onnx_bytes(model: torch.nn.Module) -> bytes:
+    """The model as an ONNX graph (opset ``OPSET``), input ``image`` (N, 1, 28, 28) float32 in
+    [0, 1] with a dynamic batch, output ``logits`` (N, 10)."""
+    import torch
+
+    model = model.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notes are not for users
+        torch.onnx.export(
+            model,
+            (torch.zeros(2, 1, 28, 28),),
+            buf,  # type: ignore[arg-type]  # a file object works; the stub says paths only
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    return buf.getvalue()
+
+
 def to_onnx(
     run_dir: str | Path, check_images: np.ndarray | None = None, n_check: int = 2000
 ) -> ExportResult:
@@ -83,21 +109,7 @@ def to_onnx(
     from .runs import load_model, read_metrics
 
     model, config = load_model(run_dir, device="cpu")
-    example = torch.zeros(2, 1, 28, 28)
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's deprecation notes are not for users
-        torch.onnx.export(
-            model,
-            (example,),
-            buf,  # type: ignore[arg-type]  # a file object works; the stub says paths only
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        )
-    proto = onnx.load_from_string(buf.getvalue())
+    proto = onnx.load_from_string(onnx_bytes(model))
     meta = {"weights_sha256": weights_sha256(run_dir), "model": str(config.get("model"))}
     with contextlib.suppress(MnistkitError):  # an unfinished run has no metrics.json
         meta["recipe"] = str(read_metrics(run_dir).get("recipe"))

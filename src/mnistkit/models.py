@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import MnistkitError
@@ -177,6 +178,65 @@ def deep_convnet(dropout: float = 0.5) -> Net:
             nn.Linear(64, 32), nn.ReLU(),
             nn.Linear(32, 10),
         ]
+    )  # fmt: skip
+
+
+# --- ours: the fast and best recipes ---------------------------------------------------
+
+# Test-time augmentation: the image and its copies shifted by one pixel right, left, down, up.
+TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))  # (dx, dy) in pixels
+
+
+class TTANet(Net):
+    """A :class:`Net` that, in eval mode, averages its logits over ``tta`` one-pixel shifts
+    of the input (``TTA_SHIFTS[:tta]``; 1 = no TTA). Training sees plain images.
+
+    The shifts are a pad and slices inside ``forward``, so TTA holds wherever the model runs:
+    ``evaluate``, ``predict``, ``serve`` and the ONNX graph alike. It costs ``tta`` forward
+    passes per image at inference, nothing in training.
+    """
+
+    def __init__(self, layers: list[nn.Module], tta: int = 1):
+        super().__init__(layers)
+        if not 1 <= tta <= len(TTA_SHIFTS):
+            raise ValueError(f"tta must lie in 1..{len(TTA_SHIFTS)}, not {tta}")
+        self.tta = tta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or self.tta == 1:
+            return super().forward(x)
+        padded = F.pad(x, (1, 1, 1, 1))  # (N, 1, 30, 30), zero border = MNIST background
+        views = [
+            padded[:, :, 1 - dy : 29 - dy, 1 - dx : 29 - dx] for dx, dy in TTA_SHIFTS[: self.tta]
+        ]
+        logits = super().forward(torch.cat(views))  # (tta * N, 10)
+        return logits.reshape(self.tta, -1, logits.shape[-1]).mean(0)  # (N, 10)
+
+
+def conv_bn(c_in: int, c_out: int, k: int = 3) -> list[nn.Module]:
+    """Conv ('same', no bias: batch norm's shift replaces it) -> batch norm -> ReLU."""
+    return [nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+@register_model
+def fast_cnn(widths: tuple[int, int, int] = (16, 32, 64), tta: int = 5) -> Net:
+    """The ``fast`` recipe's net: three conv-BN-ReLU blocks, each max-pooled 2x, one Linear.
+
+    Sized for a small CPU: about 1.9 M multiply-adds per image forward (28x28x16x9 +
+    14x14x32x16x9 + 7x7x64x32x9 + 576x10), so one epoch is a few seconds of compute. Batch
+    norm makes one epoch at a high learning rate stable, which is what reaches 99 % so soon;
+    it also makes input normalisation unnecessary. 29,178 parameters at the default widths.
+    """
+    a, b, c = widths
+    return TTANet(
+        [
+            *conv_bn(1, a), nn.MaxPool2d(2),                    # (N, a, 14, 14)
+            *conv_bn(a, b), nn.MaxPool2d(2),                    # (N, b, 7, 7)
+            *conv_bn(b, c), nn.MaxPool2d(2),                    # (N, c, 3, 3)
+            nn.Flatten(),                                       # (N, 9c)
+            nn.Linear(9 * c, 10),
+        ],
+        tta=tta,
     )  # fmt: skip
 
 

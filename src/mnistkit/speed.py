@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,20 +17,44 @@ import torch
 from torch import nn
 
 
+@functools.cache
+def native_bf16(device_type: str) -> bool:
+    """Whether bfloat16 matrix maths runs in hardware here, not emulated.
+
+    On the CPU that needs AVX-512 BF16 or AMX, which oneDNN reports; on an AVX2-only CPU
+    bf16 autocast is emulated and many times slower than float32 (measured on the project's
+    2-core AMD EPYC without AVX-512: ``benchmarks/explore_fast.py --precision``). On CUDA it
+    needs compute capability 8.0 (Ampere) or newer.
+    """
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    return False
+
+
+def resolve_precision(kind: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"bf16"`` where :func:`native_bf16`, else ``""``; others unchanged."""
+    if kind not in ("", "bf16", "auto"):
+        raise ValueError(f"unknown precision {kind!r}; use 'bf16', 'auto' or ''")
+    if kind == "auto":
+        return "bf16" if native_bf16(device.type) else ""
+    return kind
+
+
 @contextlib.contextmanager
 def autocast(kind: str, device: torch.device) -> Iterator[None]:
-    """Mixed precision for the forward pass: ``"bf16"`` or ``""`` (off).
+    """Mixed precision for the forward pass: ``"bf16"``, ``"auto"`` or ``""`` (off).
 
-    bfloat16 keeps float32's exponent, so unlike float16 it needs no loss scaling. On CPUs
-    with AVX-512 BF16 (the project machine's AMD EPYC) oneDNN runs bf16 convolutions about
-    1.5-2x faster than float32 (measured in ``benchmarks/explore_fast.py``); elsewhere it is
-    emulated and may be slower. The weights and the optimizer stay float32.
+    bfloat16 keeps float32's exponent, so unlike float16 it needs no loss scaling. Where the
+    hardware has it (see :func:`native_bf16`) oneDNN and cuDNN run bf16 convolutions faster
+    than float32; ``"auto"`` uses it only there. The weights and the optimizer stay float32.
     """
-    if not kind:
+    if not resolve_precision(kind, device):
         yield
         return
-    if kind != "bf16":
-        raise ValueError(f"unknown autocast kind {kind!r}; use 'bf16' or ''")
     with torch.autocast(device.type, dtype=torch.bfloat16):
         yield
 

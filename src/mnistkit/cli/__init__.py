@@ -13,10 +13,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import MnistkitError
-from . import data_cmds, predict_cmds, report_cmds, serve_cmds, train_cmds
+from . import bench_cmds, data_cmds, predict_cmds, report_cmds, serve_cmds, train_cmds
 
 # Command modules, in the order `mnistkit --help` lists them.
-COMMAND_MODULES = [data_cmds, train_cmds, report_cmds, predict_cmds, serve_cmds]
+COMMAND_MODULES = [data_cmds, train_cmds, report_cmds, predict_cmds, serve_cmds, bench_cmds]
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -1,0 +1,122 @@
+"""Explore variants of a recipe: validation accuracy and fit time, one line per variant.
+
+    .venv/bin/python benchmarks/explore_fast.py --set widths=8,16,32 --set lr=0.01 --seeds 2
+    .venv/bin/python benchmarks/explore_fast.py --precision   # bf16 vs float32 step times
+
+Choices are made on a validation split carved from the training images (``--val-split``,
+default 1/6 = 10,000 images), never on the test split, which this script does not print.
+Each ``--set KEY=VALUE`` changes one field of the recipe (``widths``/``tta`` go to the model,
+the rest to :class:`mnistkit.recipes.Recipe`); several ``--set`` of one key run a grid.
+Fit seconds are wall-clock and CPU seconds are this process's (all threads): on a shared
+machine compare the CPU seconds, which other processes' load disturbs less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from mnistkit.bench import format_machine, machine_info
+from mnistkit.recipes import get_recipe
+from mnistkit.training import train
+
+MODEL_KEYS = {"widths", "tta", "depth", "dropout"}
+
+
+def parse_value(text: str):
+    try:
+        value = json.loads(text if not ("," in text and "[" not in text) else f"[{text}]")
+    except json.JSONDecodeError:
+        return text
+    return tuple(value) if isinstance(value, list) else value
+
+
+def variants(recipe: str, sets: list[str]):
+    """One recipe per combination of the ``--set`` values."""
+    grid: dict[str, list] = {}
+    for item in sets:
+        key, _, value = item.partition("=")
+        grid.setdefault(key, []).append(parse_value(value))
+    base = get_recipe(recipe)
+    for combo in itertools.product(*grid.values()):
+        changes = dict(zip(grid, combo, strict=True))
+        model_kw = {**base.model_kwargs, **{k: v for k, v in changes.items() if k in MODEL_KEYS}}
+        rest = {k: v for k, v in changes.items() if k not in MODEL_KEYS}
+        for key in ("schedule_kwargs", "optimizer_kwargs", "augment"):
+            if isinstance(rest.get(key), str):
+                rest[key] = json.loads(rest[key])
+        yield changes, replace(base, model_kwargs=model_kw, **rest)
+
+
+def time_precision(threads: int) -> None:
+    """Step time of the fast net, float32 vs bf16 autocast, NCHW vs channels-last."""
+    import torch.nn.functional as F
+
+    from mnistkit.models import create_model
+
+    torch.set_num_threads(threads)
+    print("oneDNN bf16 in hardware:", torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    for bf16, cl in itertools.product((False, True), (False, True)):
+        torch.manual_seed(0)
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        model = create_model("fast-cnn").to(memory_format=fmt)
+        opt = torch.optim.Adam(model.parameters())
+        x = torch.rand(256, 1, 28, 28).contiguous(memory_format=fmt)
+        y = torch.randint(0, 10, (256,))
+
+        def step(model=model, opt=opt, x=x, y=y, bf16=bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(model(x).float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        for _ in range(3):
+            step()
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(10):
+            step()
+        wall, cpu = (time.perf_counter() - t0) / 10, (time.process_time() - c0) / 10
+        print(f"{'bf16' if bf16 else 'fp32'} {'channels-last' if cl else 'NCHW':13} "
+              f"{1000 * wall:7.1f} ms/step wall  {1000 * cpu:7.1f} ms/step CPU")  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--recipe", default="fast")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--val-split", type=float, default=1 / 6)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", action="store_true", help="only time bf16 vs float32 steps")
+    args = ap.parse_args()
+    if args.precision:
+        time_precision(args.threads)
+        return 0
+    print("machine:", format_machine(machine_info()))
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (changes, rec) in enumerate(variants(args.recipe, args.set)):
+            accs, fits, cpus = [], [], []
+            for seed in range(args.seeds):
+                c0 = time.process_time()
+                run = train(rec, out=Path(tmp) / f"{i}-{seed}", seed=seed, device="cpu",
+                            threads=args.threads, val_split=args.val_split, quiet=True)  # fmt: skip
+                cpus.append(time.process_time() - c0)
+                accs.append(run.metrics["val_accuracy"])
+                fits.append(run.metrics["train_seconds"])
+            mean = sum(accs) / len(accs)
+            print(f"{changes}  val {100 * mean:.2f} % (min {100 * min(accs):.2f})  "
+                  f"fit {sum(fits) / len(fits):.1f} s  cpu {sum(cpus) / len(cpus):.1f} s",
+                  flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

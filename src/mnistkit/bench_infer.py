@@ -1,0 +1,145 @@
+"""Inference speed: images per second at a few batch sizes and single-image latency.
+
+Measured for torch eager (eval mode, ``torch.inference_mode``) and, when ``onnx`` and
+``onnxruntime`` are installed, for ONNX Runtime on the CPU. Untrained weights run exactly as
+fast as trained ones, so a model name is enough; a run directory measures that run's model.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from .bench import machine_info
+
+Forward = Callable[[np.ndarray], Any]
+
+
+def _time_batches(forward: Forward, batch: int, min_seconds: float, warmup: int = 3) -> float:
+    """Images per second of ``forward`` on random batches of ``batch`` images."""
+    x = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32)
+    for _ in range(warmup):
+        forward(x)
+    calls, t0 = 0, time.perf_counter()
+    while True:
+        forward(x)
+        calls += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_seconds and calls >= 3:
+            return calls * batch / elapsed
+
+
+def _latency(forward: Forward, calls: int) -> dict[str, float]:
+    """p50 and p99 of single-image calls, in milliseconds."""
+    x = np.random.default_rng(1).random((1, 1, 28, 28), dtype=np.float32)
+    for _ in range(10):
+        forward(x)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        forward(x)
+        times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def _torch_forward(model: torch.nn.Module, channels_last: bool) -> Forward:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.eval().to(memory_format=fmt)  # type: ignore[call-overload]
+
+    def forward(x: np.ndarray) -> Any:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x).contiguous(memory_format=fmt))
+
+    return forward
+
+
+def _onnx_forward(model: torch.nn.Module) -> tuple[Forward | None, str]:
+    """An ONNX Runtime forward, or None and the reason it is skipped."""
+    try:
+        import onnxruntime as ort
+
+        from .export import onnx_bytes
+    except ImportError as e:
+        return None, f"skipped: {e.name or e} is not installed (pip install 'mnistkit[onnx]')"
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = torch.get_num_threads()  # the same cores torch gets
+    sess = ort.InferenceSession(onnx_bytes(model), opts, providers=["CPUExecutionProvider"])
+    return (lambda x: sess.run(None, {"image": x})[0]), f"onnxruntime {ort.__version__}"
+
+
+def bench_infer(
+    model: torch.nn.Module,
+    *,
+    name: str,
+    batch_sizes: tuple[int, ...] = (1, 64, 1024),
+    min_seconds: float = 1.0,
+    latency_calls: int = 300,
+    channels_last: bool = True,
+    backends: tuple[str, ...] = ("torch", "onnx"),
+) -> dict[str, Any]:
+    """Images/second per batch size and single-image latency, per backend.
+
+    Args:
+        model: any registered model (weights do not matter for speed).
+        name: what to call it in the output.
+        batch_sizes: batch sizes to time.
+        min_seconds: how long each batch size runs (at least three calls).
+        latency_calls: single-image calls behind p50/p99.
+        channels_last: torch's memory format for convolutions (ONNX Runtime picks its own).
+        backends: ``torch`` and/or ``onnx``.
+
+    Returns:
+        ``{"model", "machine", "backends": {name: {"images_per_second": {batch: ips},
+        "latency": {"p50_ms", "p99_ms"}} or {"skipped": reason}}}``.
+    """
+    out: dict[str, Any] = {"model": name, "machine": machine_info("cpu"), "backends": {}}
+    for backend in backends:
+        if backend == "torch":
+            forward: Forward | None = _torch_forward(model, channels_last)
+            note = f"torch {torch.__version__} eager"
+        else:
+            forward, note = _onnx_forward(model)
+        if forward is None:
+            out["backends"][backend] = {"skipped": note}
+            continue
+        ips = {str(b): _time_batches(forward, b, min_seconds) for b in batch_sizes}
+        out["backends"][backend] = {
+            "runtime": note,
+            "images_per_second": ips,
+            "latency": _latency(forward, latency_calls),
+        }
+    return out
+
+
+def format_infer(result: dict[str, Any]) -> str:
+    from .bench import format_machine
+
+    lines = [f"bench infer: model {result['model']}"]
+    for backend, r in result["backends"].items():
+        if "skipped" in r:
+            lines.append(f"{backend:>6}: {r['skipped']}")
+            continue
+        rates = "  ".join(f"batch {b}: {v:,.0f} img/s" for b, v in r["images_per_second"].items())
+        lat = r["latency"]
+        lines.append(f"{backend:>6}: {rates}  |  1 image: p50 {lat['p50_ms']:.3f} ms, "
+                     f"p99 {lat['p99_ms']:.3f} ms  ({r['runtime']})")  # fmt: skip
+    lines.append("machine: " + format_machine(result["machine"]))
+    return "\n".join(lines)
+
+
+def load_for_bench(run_dir: str | os.PathLike[str] | None, model_name: str) -> torch.nn.Module:
+    """The model of a run directory, or a freshly built registered model."""
+    if run_dir is not None:
+        from .runs import load_model
+
+        return load_model(run_dir, device="cpu")[0]
+    from .models import create_model
+
+    return create_model(model_name)
