@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,9 @@ from torch import nn
 
 from .recipes import Recipe
 from .speed import StepExtras, autocast
+
+if TYPE_CHECKING:
+    from .distributed import DataParallel
 
 REFRESH_STEPS = 25  # how often a terminal progress bar reads the running loss (a sync point)
 
@@ -164,12 +167,15 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 2000) -> dict[str
         ``{"loss": float, "accuracy": float, "predictions": int64 tensor (N,) on the CPU}``.
         The loss is the plain cross-entropy, without any L1 penalty.
     """
-    logits = predict_logits(model, split.x, batch_size)
-    loss = F.cross_entropy(logits, split.y).item()
+    return logit_scores(predict_logits(model, split.x, batch_size), split.y)
+
+
+def logit_scores(logits: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """:func:`evaluate`'s dict from logits (N, 10) and labels (N,)."""
     pred = logits.argmax(1)
     return {
-        "loss": loss,
-        "accuracy": (pred == split.y).float().mean().item(),
+        "loss": F.cross_entropy(logits, y).item(),
+        "accuracy": (pred == y).float().mean().item(),
         "predictions": pred.cpu(),
     }
 
@@ -225,6 +231,7 @@ def fit(
     on_epoch_end: Callable[[int, list[dict[str, Any]]], None] | None = None,
     quiet: bool = False,
     probe: Callable[[nn.Module, int, float], None] | None = None,
+    parallel: DataParallel | None = None,
     extras: StepExtras | None = None,
     position: Position | None = None,
     stop: Callable[[], bool] | None = None,
@@ -244,7 +251,8 @@ def fit(
         quiet: no progress output.
         probe: called after every step as ``probe(model, global_step, fit_seconds)`` (the
             benchmark's time-to-accuracy probe); its own time is left out of ``seconds``.
-
+        parallel: under torchrun, the model's DDP wrapper: each rank trains on its slice of
+            every global batch of ``batch_size`` and figures are summed over ranks.
         extras: the recipe's EMA and augmentation; given by a caller that checkpoints the
             EMA, else made here.
         position: continue epoch ``start_epoch + 1`` from here (a mid-epoch checkpoint)
@@ -264,6 +272,8 @@ def fit(
     progress = Progress(epochs, steps, quiet)
     extras = extras or StepExtras(model, recipe, generator)
     fit_seconds = sum(row["seconds"] for row in history)
+    net = model if parallel is None else parallel.net  # trains the same parameters
+    score = evaluate if parallel is None else parallel.evaluate
     for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -278,6 +288,7 @@ def fit(
             perm, first = torch.randperm(n, generator=generator).to(dev), 0
             loss_sum = torch.zeros((), device=dev)
             correct = torch.zeros((), dtype=torch.long, device=dev)
+        seen = min(n, first * batch_size)  # examples this process trained on this epoch
         for s in range(first, steps):
             if stop is not None and stop():  # steps 0..s-1 done: the RNGs stand before step s
                 if on_stop is not None:
@@ -289,14 +300,18 @@ def fit(
                 for g in optimizer.param_groups:
                     g["lr"] = rate
             idx = perm[s * batch_size : (s + 1) * batch_size]
-            xb = extras.augment(train.x.index_select(0, idx)).contiguous(memory_format=fmt)
-            loss, right = train_step(model, optimizer, xb, train.y[idx], recipe.l1, weights,
+            batch: tuple[torch.Tensor, torch.Tensor] | None
+            batch = extras.augment(train.x.index_select(0, idx)), train.y[idx]
+            if parallel is not None and (batch := parallel.shard(*batch)) is None:
+                continue  # fewer examples than ranks: every rank skips it
+            xb, yb = batch[0].contiguous(memory_format=fmt), batch[1]
+            loss, right = train_step(net, optimizer, xb, yb, recipe.l1, weights,
                                      recipe.label_smoothing, recipe.precision)  # fmt: skip
             extras.after_step(model)
-            loss_sum += loss * len(idx)
+            loss_sum += loss * len(yb)
             correct += right
+            seen += len(yb)
             if progress.bar is not None and (s + 1) % REFRESH_STEPS == 0:
-                seen = min(n, (s + 1) * batch_size)
                 progress.step(REFRESH_STEPS, loss_sum.item() / seen, correct.item() / seen)
             if probe is not None:  # timed out of the fit: t0 moves forward by its duration
                 t_probe = time.perf_counter()
@@ -305,6 +320,8 @@ def fit(
                 t0 += time.perf_counter() - t_probe
         if progress.bar is not None:
             progress.step(steps % REFRESH_STEPS)
+        if parallel is not None:
+            loss_sum, correct = parallel.sum(loss_sum), parallel.sum(correct)
         row: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": loss_sum.item() / n,
@@ -314,7 +331,7 @@ def fit(
             "lr": optimizer.param_groups[0]["lr"],
         }
         if val is not None and len(val):
-            v = evaluate(extras.eval_model(model), val, recipe.eval_batch_size)
+            v = score(extras.eval_model(model), val, recipe.eval_batch_size)
             row["val_loss"], row["val_accuracy"] = v["loss"], v["accuracy"]
         row["seconds"] = round(time.perf_counter() - t0, 3)
         fit_seconds += row["seconds"]

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from . import data, runs
+from . import data, distributed, runs
 from .engine import Split, evaluate, fit, to_split
 from .errors import MnistkitError
 from .fileio import is_temp, remove_stale_temps
@@ -91,6 +91,7 @@ def train(
     resume: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     probe: Callable[[torch.nn.Module, int, float], None] | None = None,
+    data_parallel: bool = True,
 ) -> Run:
     """Train a recipe, evaluate it on the test split and write a run directory.
 
@@ -111,6 +112,9 @@ def train(
         resume: a run directory with a checkpoint: continue it where it stopped.
         overwrite: allow ``out`` to be a non-empty folder.
         probe: passed to :func:`mnistkit.engine.fit` (the benchmark's accuracy probe).
+        data_parallel: under torchrun (``WORLD_SIZE`` > 1), train this one run on all ranks
+            (:mod:`mnistkit.distributed`); False trains independently in each process. Only
+            rank 0 prints and writes ``out``; ``batch_size`` is the global batch.
 
     Returns:
         :class:`Run` with the trained model (eval mode), the metrics and the run directory.
@@ -155,6 +159,11 @@ def train(
         )
     dev = resolve_device(device)
     create_model(rec.model, **rec.model_kwargs)  # fail on bad model arguments before loading data
+    # After every check (each rank makes the same ones) and before any rank writes to `out`.
+    ctx = distributed.setup(dev, rec.batch_size) if data_parallel else None
+    main = ctx is None or ctx.is_main
+    if ctx is not None:
+        dev, quiet = ctx.device, quiet or not main
     if threads:
         torch.set_num_threads(threads)
 
@@ -193,6 +202,7 @@ def train(
         "seed": seed, "val_split": val_split, "device": dev.type, "threads": torch.get_num_threads(),
         "dataset": dataset, "data_source": loaded.source, "data_sha256": loaded.sha256,
         "n_train": n_fit, "n_val": n_val, "n_test": len(test), "versions": _versions(),
+        "processes": ctx.world_size if ctx else 1,
     }  # fmt: skip
     extras = StepExtras(model, rec, gen)
     ckpt = Checkpointer(out, model, optimizer, gen, extras, dev, config)
@@ -204,31 +214,37 @@ def train(
         if start_epoch > rec.epochs or (start_epoch == rec.epochs and _finished(out, start_epoch)):
             raise MnistkitError(f"{str(out)!r} already ran {start_epoch} epochs; pass --epochs "
                                 f"above {start_epoch} to continue it.")  # fmt: skip
-    check_room(out, model, n_fit)  # a full disk or a read-only folder: one line, now
-    remove_stale_temps(out)  # left by a writer killed before its rename
-    runs.write_config(out, config)
+    if main:
+        check_room(out, model, n_fit)  # a full disk or a read-only folder: one line, now
+        remove_stale_temps(out)  # left by a writer killed before its rename
+        runs.write_config(out, config)
+    parallel = distributed.DataParallel(ctx, model) if ctx else None
 
     def checkpoint(epoch: int, hist: list[dict[str, Any]]) -> None:
-        ckpt.save(epoch, hist)
+        if main:
+            ckpt.save(epoch, hist)
 
-    # Signals stop between steps with a checkpoint (see ``interrupt``).
-    with StopOnSignal(out) as stop:
+    # Signals stop between steps with a checkpoint; torchrun ranks keep the default handlers,
+    # since every rank would have to stop at the same step.
+    with StopOnSignal(out, enabled=parallel is None) as stop:
         with stop.deferred():
             history = fit(model, optimizer, rec, train_split, val, epochs=rec.epochs,
                           batch_size=rec.batch_size, lr=rec.lr, generator=gen,
                           start_epoch=start_epoch, history=history, on_epoch_end=checkpoint,
-                          quiet=quiet, probe=probe, extras=extras, position=position,
-                          stop=stop, on_stop=ckpt.save_position)  # fmt: skip
+                          quiet=quiet, probe=probe, parallel=parallel, extras=extras,
+                          position=position, stop=stop, on_stop=ckpt.save_position)  # fmt: skip
         stop.check()  # a signal during the last step: the final checkpoint is on disk
         train_seconds = sum(row["seconds"] for row in history)
-        metrics = _final_metrics(model, rec, train_split, val, test)
+        metrics = _final_metrics(model, rec, train_split, val, test, parallel)
         metrics.update(
             recipe=rec.name, dataset=dataset, epochs=rec.epochs, seed=seed, device=dev.type,
             threads=torch.get_num_threads(), train_seconds=round(train_seconds, 3),
             total_seconds=round(time.perf_counter() - t_start, 3),
             examples_per_second=round(n_fit * rec.epochs / max(train_seconds, 1e-9), 1),
         )  # fmt: skip
-        runs.save_run(out, model, config, metrics, history)
+        if main:
+            runs.save_run(out, model, config, metrics, history)
+    distributed.teardown()
     return Run(model.eval(), metrics, out)
 
 
@@ -241,12 +257,15 @@ def _finished(out: Path, epochs: int) -> bool:
 
 
 def _final_metrics(model: torch.nn.Module, rec: Recipe, train: Split, val: Split | None,
-                   test: Split) -> dict[str, Any]:  # fmt: skip
+                   test: Split, parallel: distributed.DataParallel | None = None,
+                   ) -> dict[str, Any]:  # fmt: skip
     """Test and train figures of the final model in eval mode (no dropout), as Keras's
-    ``evaluate`` gives them; the train figures are on the images it trained on (no val)."""
-    te = evaluate(model, test, rec.eval_batch_size)
-    tr = evaluate(model, train, rec.eval_batch_size)
-    va = evaluate(model, val, rec.eval_batch_size) if val is not None else None
+    ``evaluate`` gives them; the train figures are on the images it trained on (no val).
+    Under torchrun each rank evaluates a part of each split."""
+    score = evaluate if parallel is None else parallel.evaluate
+    te = score(model, test, rec.eval_batch_size)
+    tr = score(model, train, rec.eval_batch_size)
+    va = score(model, val, rec.eval_batch_size) if val is not None else None
     return {
         "test_accuracy": te["accuracy"], "test_loss": te["loss"],
         "train_accuracy": tr["accuracy"], "train_loss": tr["loss"],

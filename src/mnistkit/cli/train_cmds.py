@@ -31,8 +31,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--out", help="run directory (default runs/RECIPE-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N local processes (torchrun, DistributedDataParallel); "
+                        "--batch-size stays the global batch")  # fmt: skip
     _training_options(p)
-    p.set_defaults(handler=cmd_train)
+    p.set_defaults(handler=cmd_train, train_parser=p)
 
     help = "test metrics of a run: loss, accuracy, per-class precision/recall, overfitting gap"
     p = sub.add_parser("evaluate", help=help, description=help, parents=[common])
@@ -70,22 +73,51 @@ def pct(x: float | None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .. import distributed
     from ..training import train
 
     if args.recipe is None and args.resume is None:
         raise MnistkitError("give --recipe NAME (see `mnistkit models`) or --resume RUN_DIR.")
+    if args.nproc not in (None, 1):
+        return launch_ranks(args)
     try:
         run = train(args.recipe, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, val_split=args.val_split, resume=args.resume,
                     overwrite=args.overwrite, **_train_kwargs(args))  # fmt: skip
     except TrainingInterrupted as e:
         return interrupted(e)
+    except RuntimeError as e:  # under torchrun: another rank died or stopped answering
+        if not distributed.is_peer_failure(e):
+            raise
+        print(f"mnistkit: error: {distributed.explain(e)}", file=sys.stderr)
+        return 1
+    if not distributed.is_main_process():
+        return 0  # rank 0 prints the results
     m = run.metrics
     print(f"{run.path}: {m['recipe']}, {m['epochs']} epochs in {m['train_seconds']:.1f} s "
           f"({m['examples_per_second']:.0f} examples/s on {m['device']}, {m['threads']} threads)")  # fmt: skip
     print(f"test accuracy {pct(m['test_accuracy'])}  test loss {m['test_loss']:.4f}  "
           f"train accuracy {pct(m['train_accuracy'])}  val accuracy {pct(m['val_accuracy'])}")  # fmt: skip
     return 0
+
+
+def launch_ranks(args: argparse.Namespace) -> int:
+    """``train --nproc N``: this command line without ``--nproc``, on N torchrun ranks."""
+    from .. import distributed
+
+    if args.nproc < 1:
+        raise MnistkitError(f"--nproc must be a positive number of processes, not {args.nproc}.")
+    if distributed.world_size() > 1:
+        raise MnistkitError("--nproc starts torchrun itself; under torchrun leave it out.")
+    argv = ["train"]
+    for action in args.train_parser._actions:  # every option given, as the ranks must see it
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or action.dest in ("help", "nproc"):
+            continue
+        if value is not None and value is not False and value != action.default:
+            flag = max(action.option_strings, key=len)
+            argv += [flag] if value is True else [flag, str(value)]
+    return distributed.launch(args.nproc, argv, args.threads)
 
 
 def interrupted(e: TrainingInterrupted) -> int:

@@ -1,0 +1,321 @@
+"""Training on several processes: torchrun's environment, DistributedDataParallel, sharded eval.
+
+``torchrun --nproc-per-node N -m mnistkit train ...`` starts N copies of the command; each
+reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR:MASTER_PORT`` from the
+environment and :func:`setup` joins them into one process group (gloo on the CPU, NCCL on
+CUDA, each rank on GPU ``LOCAL_RANK``). ``mnistkit train --nproc N`` is a shortcut that
+launches the same thing through torchrun's own launcher (:mod:`mnistkit.launch`).
+
+How one step is split, so that a run does not depend on N except through floating-point
+order (see :class:`DataParallel`):
+
+- every rank seeds the same weights and draws the same permutation of each epoch, builds the
+  same global batch of ``--batch-size`` examples (augmented with the same random numbers) and
+  keeps its own slice: the union of the slices is the one-process batch;
+- each rank's gradient is weighted by its share of the batch before DDP sums them, so the
+  result is the gradient of the batch mean even when the slices differ in size (a batch size
+  not divisible by N, the last batch of an epoch);
+- figures are summed over ranks; evaluation is split over ranks and gathered;
+- only rank 0 prints progress and writes the run directory.
+
+Batch norm: on CUDA the layers become ``SyncBatchNorm`` (statistics over the global batch, as
+one process has them). PyTorch's SyncBatchNorm runs on GPUs only, so on the CPU each rank
+normalises by the statistics of its own slice ("ghost batch norm", 128 images per rank for
+``fast`` on two ranks): the same maths in expectation, not the same numbers. The running
+statistics of rank 0 are the ones kept.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .errors import MnistkitError
+
+DEFAULT_TIMEOUT_S = 600  # longest wait for another rank; override with $MNISTKIT_DIST_TIMEOUT
+
+
+class PeerFailure(RuntimeError):
+    """Another rank died, hung past the timeout, or cannot be reached (not a usage error)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process stands in a torchrun job."""
+
+    rank: int  # 0 .. world_size - 1, over all machines
+    world_size: int
+    local_rank: int  # on this machine: picks the GPU
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def world_size() -> int:
+    """``$WORLD_SIZE`` as torchrun sets it; 1 outside torchrun."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise MnistkitError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number.") from None
+
+
+def timeout_s() -> float:
+    value = os.environ.get("MNISTKIT_DIST_TIMEOUT", str(DEFAULT_TIMEOUT_S))
+    try:
+        return float(value)
+    except ValueError:
+        raise MnistkitError(
+            f"MNISTKIT_DIST_TIMEOUT={value!r} is not a number of seconds."
+        ) from None
+
+
+_owned: list[Any] = []  # the process group setup() created, which teardown() may destroy
+
+
+def setup(device: torch.device, batch_size: int) -> Context | None:
+    """Join torchrun's process group, or return None when this is the only process.
+
+    Args:
+        device: the resolved device; ``cuda`` becomes ``cuda:LOCAL_RANK``.
+        batch_size: the global batch, which must give every rank at least one example.
+
+    Returns:
+        The :class:`Context`, or None with ``WORLD_SIZE`` unset or 1.
+
+    Raises:
+        MnistkitError: a GPU rank without its GPU, a batch smaller than the world.
+        PeerFailure: the other ranks did not arrive within the timeout.
+    """
+    world = world_size()
+    if world <= 1:
+        return None
+    if batch_size < world:
+        raise MnistkitError(f"a batch of {batch_size} cannot be split over {world} processes; "
+                            f"--batch-size is the global batch, give at least {world}.")  # fmt: skip
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise MnistkitError(f"local rank {local_rank} needs GPU {local_rank}, but only "
+                                f"{torch.cuda.device_count()} are visible; lower --nproc-per-node.")  # fmt: skip
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        try:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(seconds=timeout_s()))  # fmt: skip
+        except (RuntimeError, dist.DistError) as e:
+            raise PeerFailure(f"rank {rank} could not join the other ranks ({e}).") from e
+        _owned.append(dist.group.WORLD)
+        atexit.register(teardown)
+    return Context(rank, world, local_rank, device)
+
+
+def teardown() -> None:
+    """Leave the process group, if :func:`setup` joined it (not a caller's own)."""
+    if _owned and dist.is_initialized():
+        dist.destroy_process_group()
+    _owned.clear()
+
+
+def is_peer_failure(e: BaseException) -> bool:
+    """Whether an exception from a collective means another rank is gone or stuck."""
+    if isinstance(e, PeerFailure | dist.DistError):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and any(
+        s in text for s in ("Connection closed", "Connection reset", "Timed out", "gloo")
+    )
+
+
+def explain(e: BaseException) -> str:
+    """One line for a failed collective: what happened, and where to look."""
+    text = str(e)
+    if isinstance(e, PeerFailure):
+        return text
+    if any(s in text for s in ("Connection reset", "Connection closed", "Broken pipe")):
+        what = "a connection to another rank closed"
+    elif "timed out" in text.lower() or "timeout" in text.lower():
+        what = f"no answer within {timeout_s():.0f} s, $MNISTKIT_DIST_TIMEOUT"
+    else:
+        what = (text.strip().splitlines() or [type(e).__name__])[0][:120]
+    return (f"rank {os.environ.get('RANK', '?')} lost the other ranks ({what}): one of them "
+            f"died or hung; see its own output.")  # fmt: skip
+
+
+def _weighted_allreduce(state, bucket):
+    """DDP communication hook: sum of the ranks' gradients, each times its share of the batch
+    (DDP's own hook divides by the number of ranks, right only for equal slices).
+
+    Unannotated on purpose: DDP compares the annotations with its classes, and under
+    ``from __future__ import annotations`` they would be strings.
+    """
+    grads = bucket.buffer().mul_(state.weight)
+    fut = dist.all_reduce(grads, async_op=True).get_future()
+    return fut.then(lambda f: f.value()[0])
+
+
+class DataParallel:
+    """A model under DistributedDataParallel, and what :func:`mnistkit.engine.fit` asks of it.
+
+    Args:
+        ctx: from :func:`setup`.
+        model: on ``ctx.device``, its optimizer already built (the wrapper shares the
+            parameters; on CUDA its batch-norm layers are swapped in place for SyncBatchNorm
+            layers that keep the same parameter and buffer tensors).
+    """
+
+    def __init__(self, ctx: Context, model: nn.Module):
+        self.ctx = ctx
+        self.weight = 1.0  # this rank's share of the current global batch
+        if ctx.device.type == "cuda":
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps the children in place
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        # The constructor broadcasts rank 0's weights: every rank starts from the same ones.
+        self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.net.register_comm_hook(self, _weighted_allreduce)
+
+    def shard(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """This rank's slice of a global batch; sets its gradient weight for the step.
+
+        Slices differ in size by at most one. A batch smaller than the number of ranks would
+        leave a rank without examples; every rank then skips it (None), the same decision on
+        all of them since they all see the same batch.
+        """
+        n, ranks = len(y), self.ctx.world_size
+        if n < ranks:
+            return None
+        lo, hi = n * self.ctx.rank // ranks, n * (self.ctx.rank + 1) // ranks
+        self.weight = (hi - lo) / n
+        return x[lo:hi], y[lo:hi]
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum of a tensor over all ranks (a new tensor)."""
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @torch.no_grad()
+    def broadcast_state(self, model: nn.Module) -> None:
+        """Give every rank rank 0's weights and buffers (batch-norm statistics drift apart)."""
+        for t in model.state_dict().values():
+            if t.is_contiguous():
+                dist.broadcast(t, 0)
+            else:  # channels-last kernels: gloo sends dense tensors only
+                dense = t.contiguous()
+                dist.broadcast(dense, 0)
+                t.copy_(dense)
+
+    def evaluate(self, model: nn.Module, split: Any, batch_size: int = 2000) -> dict[str, Any]:
+        """:func:`mnistkit.engine.evaluate` with each rank taking a contiguous part of the
+        split: the same dict, on every rank."""
+        from .engine import logit_scores, predict_logits
+
+        self.broadcast_state(model)
+        n, ranks = len(split), self.ctx.world_size
+        chunk = -(-n // ranks)  # ceil
+        lo, hi = min(n, self.ctx.rank * chunk), min(n, (self.ctx.rank + 1) * chunk)
+        mine = torch.zeros(chunk, 10, device=split.x.device)  # padded to equal sizes
+        if hi > lo:
+            mine[: hi - lo] = predict_logits(model, split.x[lo:hi], batch_size)
+        parts = [torch.empty_like(mine) for _ in range(ranks)]
+        dist.all_gather(parts, mine)
+        return logit_scores(torch.cat(parts)[:n], split.y)
+
+
+def train_ensemble(
+    recipe: Any, members: int, out: str | os.PathLike[str], seed: int = 0, **train_kwargs: Any
+) -> list[Any]:
+    """Train an ensemble of independent runs, one run per rank under torchrun.
+
+    Member ``k`` is an ordinary run with seed ``seed + k`` in ``OUT/member-K``; rank ``r`` of
+    ``W`` trains members ``r, r + W, ...`` in a process of its own (no gradients exchanged), and
+    writes their run directories. Outside torchrun one process trains them all.
+
+    Args:
+        recipe: as :func:`mnistkit.train` takes it.
+        members: how many runs.
+        out: the folder of the members' run directories.
+        seed: the first member's seed.
+        **train_kwargs: the rest of :func:`mnistkit.train`'s arguments.
+
+    Returns:
+        The :class:`mnistkit.training.Run` of each member this rank trained.
+    """
+    from .training import train
+
+    rank, world = int(os.environ.get("RANK", "0")), world_size()
+    train_kwargs["quiet"] = train_kwargs.get("quiet", False) or rank != 0
+    return [
+        train(
+            recipe,
+            out=Path(out) / f"member-{k}",
+            seed=seed + k,
+            data_parallel=False,
+            **train_kwargs,
+        )  # fmt: skip
+        for k in range(rank, members, world)
+    ]
+
+
+# --- the `mnistkit train --nproc N` launcher ---------------------------------------------
+
+
+def is_main_process() -> bool:
+    """Rank 0, or not under torchrun: the process that prints results."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
+    """Run ``python -m mnistkit ARGV`` on ``nproc`` local ranks with torchrun's launcher, as
+    ``torchrun --standalone --nproc-per-node NPROC -m mnistkit ARGV`` would.
+
+    A rank that fails makes the launcher stop the others. Ranks other than 0 write their
+    stderr to a temporary folder, shown only when rank 0 did not already explain the failure.
+
+    Args:
+        nproc: processes on this machine.
+        argv: the mnistkit command line for each rank.
+        threads: CPU threads per rank; default the machine's cores shared out, at least 1.
+
+    Returns:
+        The exit status: 0, rank 0's own status if it failed, else that of a failed rank.
+    """
+    import logging
+    import sys
+    import tempfile
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    # torchrun's agent logs each stop and failure; the ranks' own messages say it better.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    per_rank = threads or max(1, (os.cpu_count() or 1) // nproc)
+    os.environ.setdefault("OMP_NUM_THREADS", str(per_rank))  # inherited by the ranks
+    with tempfile.TemporaryDirectory(prefix="mnistkit-ranks-") as logs:
+        config = LaunchConfig(
+            min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+            rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
+            logs_specs=DefaultLogsSpecs(log_dir=logs, redirects={r: Std.ERR for r in range(1, nproc)}),
+        )  # fmt: skip
+        try:
+            elastic_launch(config, sys.executable)("-m", "mnistkit", *argv)
+            return 0
+        except ChildFailedError as e:
+            failed = {f.local_rank: f.exitcode for f in e.failures.values()}
+            if 0 in failed and failed[0] > 0:
+                return failed[0]  # rank 0 printed its own error
+            for path in sorted(Path(logs).rglob("stderr.log")):
+                sys.stderr.write(path.read_text(errors="replace"))
+            return next((c for c in failed.values() if c > 0), 1)
