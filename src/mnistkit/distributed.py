@@ -295,14 +295,16 @@ def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
     import tempfile
     import uuid
 
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     # torchrun's agent logs each stop and failure; the ranks' own messages say it better.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    per_rank = threads or max(1, (os.cpu_count() or 1) // nproc)
-    os.environ.setdefault("OMP_NUM_THREADS", str(per_rank))  # inherited by the ranks
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    saved = os.environ.get("OMP_NUM_THREADS")
+    if threads or saved is None:  # the ranks inherit it; torchrun's own default is 1
+        os.environ["OMP_NUM_THREADS"] = str(threads or max(1, (os.cpu_count() or 1) // nproc))
     with tempfile.TemporaryDirectory(prefix="mnistkit-ranks-") as logs:
         config = LaunchConfig(
             min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
@@ -312,6 +314,8 @@ def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
         try:
             elastic_launch(config, sys.executable)("-m", "mnistkit", *argv)
             return 0
+        except SignalException as e:  # Ctrl-C or SIGTERM: the ranks got it too; rank 0 says so
+            return 128 + int(e.sigval)
         except ChildFailedError as e:
             failed = {f.local_rank: f.exitcode for f in e.failures.values()}
             if 0 in failed and failed[0] > 0:
@@ -319,3 +323,8 @@ def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
             for path in sorted(Path(logs).rglob("stderr.log")):
                 sys.stderr.write(path.read_text(errors="replace"))
             return next((c for c in failed.values() if c > 0), 1)
+        finally:
+            if saved is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = saved
