@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import make_arrays, tiny_dataset, write_idx_dir
 
-from mnistkit import data, distributed, runs
+from mnistkit import data, distributed, launch, runs
 from mnistkit.cli import main
 from mnistkit.errors import MnistkitError
 from mnistkit.training import train
@@ -168,9 +168,7 @@ def test_a_batch_smaller_than_the_world_is_refused(monkeypatch):
 
 def test_nproc_passes_the_same_command_line_to_every_rank(monkeypatch, capsys):
     seen = {}
-    monkeypatch.setattr(
-        distributed, "launch", lambda n, argv, threads: seen.update(n=n, argv=argv) or 0
-    )
+    monkeypatch.setattr(launch, "launch", lambda n, argv, threads: seen.update(n=n, argv=argv) or 0)
     assert main(["--quiet", "train", "--recipe", "fast", "--nproc", "3", "--epochs", "2",
                  "--overwrite", "--out", "r", "--lr", "0.5"]) == 0  # fmt: skip
     assert seen["n"] == 3
@@ -184,7 +182,7 @@ def test_nproc_passes_the_same_command_line_to_every_rank(monkeypatch, capsys):
 
 def test_launch_reports_an_error_of_the_ranks_once(capfd):
     """Every rank fails the same way; rank 0 says it, the launcher adds nothing."""
-    assert distributed.launch(2, ["train", "--recipe", "seed-dense512", "--val-split", "2"]) == 2
+    assert launch.launch(2, ["train", "--recipe", "seed-dense512", "--val-split", "2"]) == 2
     err = capfd.readouterr().err
     assert err.strip().splitlines() == [
         "mnistkit: error: the validation split must lie in [0, 1), not 2.0."

@@ -117,7 +117,9 @@ def launch_ranks(args: argparse.Namespace) -> int:
         if value is not None and value is not False and value != action.default:
             flag = max(action.option_strings, key=len)
             argv += [flag] if value is True else [flag, str(value)]
-    return distributed.launch(args.nproc, argv, args.threads)
+    from ..launch import launch
+
+    return launch(args.nproc, argv, args.threads)
 
 
 def interrupted(e: TrainingInterrupted) -> int:
