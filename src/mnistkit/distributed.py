@@ -255,16 +255,13 @@ def train_ensemble(
 
     rank, world = int(os.environ.get("RANK", "0")), world_size()
     train_kwargs["quiet"] = train_kwargs.get("quiet", False) or rank != 0
-    return [
-        train(
-            recipe,
-            out=Path(out) / f"member-{k}",
-            seed=seed + k,
-            data_parallel=False,
-            **train_kwargs,
-        )  # fmt: skip
-        for k in range(rank, members, world)
-    ]
+    if torch.cuda.is_available():  # "cuda" then means this rank's own GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    runs = []
+    for k in range(rank, members, world):
+        member = Path(out) / f"member-{k}"
+        runs.append(train(recipe, out=member, seed=seed + k, data_parallel=False, **train_kwargs))
+    return runs
 
 
 def is_main_process() -> bool:
