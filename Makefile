@@ -28,10 +28,18 @@ browser-deps:
 	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; \
 	fi
 
+# The whole journey on a fresh machine: data, training, evaluation with a report, ONNX export,
+# and a person's digits: photos of MNIST test digits rendered on paper, then predicted.
 demo: setup
 	$(BIN)/mnistkit data fetch
 	$(BIN)/mnistkit data info
 	$(BIN)/mnistkit data show --n 25 --out runs/grid.png
+	$(BIN)/mnistkit train --recipe fast --out $(DEMO_RUN) --overwrite
+	$(BIN)/mnistkit evaluate $(DEMO_RUN) --report
+	$(BIN)/mnistkit export $(DEMO_RUN)
+	$(BIN)/python benchmarks/handwriting.py $(DEMO_RUN) --n 500 --save runs/demo-photos
+	$(BIN)/mnistkit predict $(DEMO_RUN) --backend onnx $$(ls -d runs/demo-photos/* | head -8)
+	@echo "report: $(DEMO_RUN)/report.html   draw digits yourself: $(BIN)/mnistkit serve $(DEMO_RUN)"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

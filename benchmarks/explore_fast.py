@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/explore_fast.py --set widths=8,16,32 --set lr=0.01 --seeds 2
     .venv/bin/python benchmarks/explore_fast.py --precision   # bf16 vs float32 step times
+    .venv/bin/python benchmarks/explore_fast.py --order       # conv-BN-ReLU-pool vs conv-pool-BN-ReLU
 
 Choices are made on a validation split carved from the training images (``--val-split``,
 default 1/6 = 10,000 images), never on the test split, which this script does not print.
@@ -88,6 +89,40 @@ def time_precision(threads: int) -> None:
               f"{1000 * wall:7.1f} ms/step wall  {1000 * cpu:7.1f} ms/step CPU")  # fmt: skip
 
 
+def time_order(threads: int) -> None:
+    """Step time of conv-BN-ReLU-pool blocks against conv-pool-BN-ReLU (``models.conv_pool_bn``)."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.set_num_threads(threads)
+
+    def block(c_in: int, c_out: int, pool_first: bool) -> list[nn.Module]:
+        conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        if pool_first:
+            return [conv, nn.MaxPool2d(2), nn.BatchNorm2d(c_out), nn.ReLU()]
+        return [conv, nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
+
+    for (a, b, c), pool_first in itertools.product(((16, 32, 64), (32, 64, 128)), (False, True)):
+        model = nn.Sequential(*block(1, a, pool_first), *block(a, b, pool_first),
+                              *block(b, c, pool_first), nn.Flatten(), nn.Linear(9 * c, 10))  # fmt: skip
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        opt = torch.optim.Adam(model.parameters())
+        x = torch.rand(256, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (256,))
+        best = float("inf")
+        for rep in range(4):  # the first is warm-up; the best of the rest
+            t0 = time.perf_counter()
+            for _ in range(10):
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            if rep:
+                best = min(best, (time.perf_counter() - t0) / 10)
+        order = "conv-pool-BN-ReLU" if pool_first else "conv-BN-ReLU-pool"
+        print(f"widths {a}-{b}-{c}  {order}  {1000 * best:6.1f} ms per step of 256", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", default="fast")
@@ -96,9 +131,11 @@ def main() -> int:
     ap.add_argument("--val-split", type=float, default=1 / 6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", action="store_true", help="only time bf16 vs float32 steps")
+    ap.add_argument("--order", action="store_true", help="only time conv-BN block orders")
     args = ap.parse_args()
-    if args.precision:
-        time_precision(args.threads)
+    if args.precision or args.order:
+        print("machine:", format_machine(machine_info()))
+        (time_precision if args.precision else time_order)(args.threads)
         return 0
     print("machine:", format_machine(machine_info()))
     with tempfile.TemporaryDirectory() as tmp:

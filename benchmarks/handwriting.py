@@ -7,7 +7,8 @@ Renders MNIST test digits ``start .. start+n-1`` as photos of ink on paper
 strip of table, specks, blur, noise, JPEG/PNG), then classifies them three ways with the same
 model: the MNIST digits themselves (the ceiling), the photos through ``naive28`` (resize the
 whole image to 28x28, invert a light page) and the photos through ``mnistkit.preprocess``.
-``--save DIR`` writes the photos and a grid of what the model saw; ``--calibrate`` prints the
+``--save DIR`` writes the photos, and ``DIR-errors.png`` a grid of what the model saw
+where it was wrong; ``--calibrate`` prints the
 MNIST stroke-width percentiles that ``preprocess.STROKE_*`` hold.
 """
 
@@ -121,8 +122,11 @@ def save(folder: Path, samples, preds, originals, wrong) -> None:
     rows = [np.concatenate([originals[i] / 255, preds[i].input28], axis=1) for i in wrong[:40]]
     if rows:
         grid = np.concatenate(rows, axis=0)
-        Image.fromarray((grid * 255).astype(np.uint8)).save(folder / "errors_mnist_vs_seen.png")
-    print(f"wrote {len(samples)} images and errors_mnist_vs_seen.png to {folder}")
+        # Beside the folder, not in it, so `mnistkit predict DIR` sees only the photos.
+        grid_path = folder.with_name(folder.name + "-errors.png")
+        Image.fromarray((grid * 255).astype(np.uint8)).save(grid_path)
+        print(f"wrote {grid_path}: each wrong photo's MNIST original beside what the model saw")
+    print(f"wrote {len(samples)} photos of MNIST test digits to {folder}")
 
 
 if __name__ == "__main__":

@@ -25,10 +25,9 @@ def conv_bn_params(c_in: int, c_out: int, k: int = 3) -> int:
 
 # Our own models, counted by hand from their layer lists.
 OUR_PARAMS = {
-    "fast-cnn": conv_bn_params(1, 16)
-    + conv_bn_params(16, 32)
-    + conv_bn_params(32, 64)
-    + 9 * 64 * 10
+    "fast-cnn": sum(conv_bn_params(a, b) for a, b in ((1, 16), (16, 32), (32, 64))) + 576 * 10 + 10,
+    "best-cnn": sum(conv_bn_params(a, b) for a, b in ((1, 32), (32, 64), (64, 128)))
+    + 1152 * 10
     + 10,
 }
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from . import data
-from .engine import evaluate, to_split
+from .engine import EVAL_BATCH, evaluate, to_split
 from .fileio import write_json_atomic
 
 Log = Callable[[str], None]
@@ -81,7 +81,7 @@ class TargetProbe:
     Called by :func:`mnistkit.engine.fit` as ``probe(model, step, fit_seconds)``.
     """
 
-    def __init__(self, split: Any, target: float, every: int, batch_size: int = 2000):
+    def __init__(self, split: Any, target: float, every: int, batch_size: int = EVAL_BATCH):
         self.split, self.target, self.every, self.batch_size = split, target, every, batch_size
         self.seconds: float | None = None
         self.step: int | None = None

@@ -215,7 +215,7 @@ class DataParallel:
                 dist.broadcast(dense, 0)
                 t.copy_(dense)
 
-    def evaluate(self, model: nn.Module, split: Any, batch_size: int = 2000) -> dict[str, Any]:
+    def evaluate(self, model: nn.Module, split: Any, batch_size: int = 256) -> dict[str, Any]:
         """:func:`mnistkit.engine.evaluate` with each rank taking a contiguous part of the
         split: the same dict, on every rank."""
         from .engine import logit_scores, predict_logits

@@ -30,6 +30,7 @@ from .speed import StepExtras, autocast
 if TYPE_CHECKING:
     from .distributed import DataParallel
 
+EVAL_BATCH = 256  # images per forward pass when evaluating; see Recipe.eval_batch_size
 REFRESH_STEPS = 25  # how often a terminal progress bar reads the running loss (a sync point)
 
 
@@ -150,7 +151,7 @@ def train_step(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """Logits (N, 10) of the model in eval mode, in batches of ``batch_size``."""
     was_training = model.training
     model.eval()
@@ -160,7 +161,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2000) ->
         model.train(was_training)
 
 
-def evaluate(model: nn.Module, split: Split, batch_size: int = 2000) -> dict[str, Any]:
+def evaluate(model: nn.Module, split: Split, batch_size: int = EVAL_BATCH) -> dict[str, Any]:
     """Mean cross-entropy and accuracy of the model (eval mode: no dropout) on a split.
 
     Returns:

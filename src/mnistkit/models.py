@@ -213,9 +213,20 @@ class TTANet(Net):
         return logits.reshape(self.tta, -1, logits.shape[-1]).mean(0)  # (N, 10)
 
 
-def conv_bn(c_in: int, c_out: int, k: int = 3) -> list[nn.Module]:
-    """Conv ('same', no bias: batch norm's shift replaces it) -> batch norm -> ReLU."""
-    return [nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+def conv_pool_bn(c_in: int, c_out: int, k: int = 3) -> list[nn.Module]:
+    """Conv ('same', no bias: batch norm's shift replaces it) -> 2x2 max pool -> BN -> ReLU.
+
+    Pooling before batch norm and ReLU computes what the usual conv-BN-ReLU-pool does
+    wherever BN's scale is positive (a per-channel increasing affine map, and ReLU, commute
+    with max), while BN and ReLU touch a quarter of the values. On the 2-core AVX2 CPU that
+    made a training step of ``fast-cnn`` 1.5x and of ``best-cnn`` 1.6x faster (``benchmarks/explore_fast.py --order``).
+    """
+    return [
+        nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False),
+        nn.MaxPool2d(2),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
 
 
 @register_model
@@ -230,10 +241,34 @@ def fast_cnn(widths: tuple[int, int, int] = (16, 32, 64), tta: int = 5) -> Net:
     a, b, c = widths
     return TTANet(
         [
-            *conv_bn(1, a), nn.MaxPool2d(2),                    # (N, a, 14, 14)
-            *conv_bn(a, b), nn.MaxPool2d(2),                    # (N, b, 7, 7)
-            *conv_bn(b, c), nn.MaxPool2d(2),                    # (N, c, 3, 3)
+            *conv_pool_bn(1, a),                                # (N, a, 14, 14)
+            *conv_pool_bn(a, b),                                # (N, b, 7, 7)
+            *conv_pool_bn(b, c),                                # (N, c, 3, 3)
             nn.Flatten(),                                       # (N, 9c)
+            nn.Linear(9 * c, 10),
+        ],
+        tta=tta,
+    )  # fmt: skip
+
+
+@register_model
+def best_cnn(
+    widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.25, tta: int = 5
+) -> Net:
+    """The ``best`` recipe's net: ``fast-cnn``'s shape, four times the channels, dropout.
+
+    About 7.5 M multiply-adds per image forward (28x28x32x9 + 14x14x64x32x9 + 7x7x128x64x9),
+    four times ``fast-cnn``: on a 2-core CPU without native bf16 that is what fits twenty
+    augmented epochs in the ``best`` recipe's half hour. 104,426 parameters at the defaults.
+    """
+    a, b, c = widths
+    return TTANet(
+        [
+            *conv_pool_bn(1, a),                                # (N, a, 14, 14)
+            *conv_pool_bn(a, b),                                # (N, b, 7, 7)
+            *conv_pool_bn(b, c),                                # (N, c, 3, 3)
+            nn.Flatten(),                                       # (N, 9c)
+            nn.Dropout(dropout),
             nn.Linear(9 * c, 10),
         ],
         tta=tta,

@@ -1,0 +1,92 @@
+"""Our own recipes on real MNIST: `fast` reaches its 99 %, `best`'s machinery learns.
+
+Accuracy only, never time: the speed of these recipes is measured by `mnistkit bench train`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mnistkit.engine import evaluate, fit, to_split
+from mnistkit.models import TTANet, create_model
+from mnistkit.optim import create_optimizer
+from mnistkit.recipes import get_recipe
+from mnistkit.speed import resolve_precision
+from mnistkit.training import train
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_fast_reaches_99_percent(tmp_path, mnist):
+    """The recipe's promise, on the full data set (one epoch, seed 0, two threads)."""
+    run = train("fast", out=tmp_path / "fast", seed=0, device="cpu", threads=2, quiet=True)
+    assert run.metrics["test_accuracy"] >= 0.99, run.metrics
+    assert run.metrics["epochs"] == 1
+
+
+@pytest.mark.mnist
+def test_best_machinery_learns_real_digits(mnist):
+    """`best`'s augmentation, weight decay, EMA, dropout and TTA together, on 6,000 real
+    training digits for two epochs: held-out digits are read far above chance, and the EMA
+    weights (not the last iterate) are what the model ends with."""
+    (xtr, ytr), (xte, yte) = mnist
+    recipe = replace(get_recipe("best"), epochs=2, schedule_kwargs={"warmup_epochs": 0.2},
+                     ema=0.9)  # fmt: skip
+    cpu = torch.device("cpu")
+    train_split = to_split(torch.from_numpy(xtr[:6000].copy()).unsqueeze(1),
+                           torch.from_numpy(ytr[:6000].astype("int64")), cpu)  # fmt: skip
+    test_split = to_split(torch.from_numpy(xte[:1000].copy()).unsqueeze(1),
+                          torch.from_numpy(yte[:1000].astype("int64")), cpu)  # fmt: skip
+    torch.manual_seed(0)
+    model = create_model(recipe.model, **recipe.model_kwargs)
+    assert isinstance(model, TTANet) and model.tta == 5
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer(recipe.optimizer, model.parameters(), recipe.lr,
+                                 **recipe.optimizer_kwargs)  # fmt: skip
+    last_iterate: dict[str, torch.Tensor] = {}
+
+    def remember(epoch, history):  # the weights before the EMA replaces them
+        last_iterate.update({k: v.clone() for k, v in model.state_dict().items()})
+
+    history = fit(model, optimizer, recipe, train_split, test_split, epochs=2,
+                  batch_size=recipe.batch_size, lr=recipe.lr,
+                  generator=torch.Generator().manual_seed(0), on_epoch_end=remember,
+                  quiet=True)  # fmt: skip
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    accuracy = evaluate(model, test_split)["accuracy"]
+    assert accuracy > 0.9, accuracy
+    conv = "0.weight"
+    assert not torch.equal(model.state_dict()[conv], last_iterate[conv])  # EMA weights in place
+
+
+def test_auto_precision_follows_the_hardware():
+    """`auto` is bf16 exactly where oneDNN/CUDA run bf16 natively, float32 elsewhere."""
+    cpu = torch.device("cpu")
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "")
+    assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("", cpu) == ""
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp8", cpu)
+
+
+@pytest.mark.parametrize("name", ["fast-cnn", "best-cnn"])
+def test_tta_averages_shifted_views(name):
+    """In eval mode the model's output is the mean of its logits over the image and its
+    one-pixel shifts; in training mode it sees the image alone."""
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    plain = create_model(name, tta=1).eval()
+    plain.load_state_dict(model.state_dict())
+    x = torch.rand(3, 1, 28, 28)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    views = [padded[:, :, 1 - dy : 29 - dy, 1 - dx : 29 - dx]
+             for dx, dy in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]  # fmt: skip
+    expected = torch.stack([plain(v) for v in views]).mean(0)
+    torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(1)  # the same dropout mask for both
+    trained = model.train()(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(trained, plain.train()(x))
