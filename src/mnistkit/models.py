@@ -231,7 +231,7 @@ def conv_pool_bn(c_in: int, c_out: int, k: int = 3) -> list[nn.Module]:
 
 @register_model
 def fast_cnn(widths: tuple[int, int, int] = (16, 32, 64), tta: int = 5) -> Net:
-    """The ``fast`` recipe's net: three conv-BN-ReLU blocks, each max-pooled 2x, one Linear.
+    """The ``fast`` recipe's net: three conv-pool-BN-ReLU blocks (halving the size), one Linear.
 
     Sized for a small CPU: about 1.9 M multiply-adds per image forward (28x28x16x9 +
     14x14x32x16x9 + 7x7x64x32x9 + 576x10), so one epoch is a few seconds of compute. Batch
@@ -255,7 +255,7 @@ def fast_cnn(widths: tuple[int, int, int] = (16, 32, 64), tta: int = 5) -> Net:
 def best_cnn(
     widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.25, tta: int = 5
 ) -> Net:
-    """The ``best`` recipe's net: ``fast-cnn``'s shape, four times the channels, dropout.
+    """The ``best`` recipe's net: ``fast-cnn`` with twice the channels (4x compute), dropout.
 
     About 7.5 M multiply-adds per image forward (28x28x32x9 + 14x14x64x32x9 + 7x7x128x64x9),
     four times ``fast-cnn``: on a 2-core CPU without native bf16 that is what fits twenty

@@ -167,8 +167,12 @@ def plot_curves(
         ax.set_ylabel(label)
         ax.set_title(key.capitalize(), fontsize=11)
         ax.grid(alpha=0.3)
-        if len(epochs) <= 20:
+        if len(epochs) <= 10:
             ax.set_xticks(epochs)
+        else:  # whole epochs only, few enough that their labels do not run together
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
         ax.set_xlim(min(epochs.min(initial=1.0), 1.0) - 0.3, x_end + max(0.9, 0.12 * len(epochs)))
         ax.legend(fontsize=8, frameon=False, loc="best")
     if title:
