@@ -120,9 +120,18 @@ def setup(device: torch.device, batch_size: int) -> Context | None:
     return Context(rank, world, local_rank, device)
 
 
-def teardown() -> None:
-    """Leave the process group, if :func:`setup` joined it (not a caller's own)."""
+def teardown(sync: bool = False) -> None:
+    """Leave the process group, if :func:`setup` joined it (not a caller's own).
+
+    Args:
+        sync: wait at a barrier first, so no rank tears its connections down while another
+            is still writing (seen as a SIGABRT in gloo when rank 1 left while rank 0 saved
+            the run). Only on the normal path, where every rank gets here; at exit after an
+            error a barrier would wait for ranks that are gone.
+    """
     if _owned and dist.is_initialized():
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()
     _owned.clear()
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import tempfile
 import uuid
 from pathlib import Path
+
+from .cli import LAUNCHED_ENV
 
 
 def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
@@ -36,7 +39,12 @@ def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
     # torchrun's agent logs each stop and failure; the ranks' own messages say it better.
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed")]:
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # torchrun's agent installs its own SIGINT/SIGTERM/SIGHUP/SIGQUIT handlers and leaves
+    # them behind; put the caller's back afterwards (tests, or anyone calling this in-process).
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                                                 signal.SIGQUIT)}  # fmt: skip
     saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ[LAUNCHED_ENV] = "1"  # ranks other than 0 leave usage errors to rank 0
     if threads or saved is None:  # the ranks inherit it; torchrun's own default is 1
         os.environ["OMP_NUM_THREADS"] = str(threads or max(1, (os.cpu_count() or 1) // nproc))
     with tempfile.TemporaryDirectory(prefix="mnistkit-ranks-") as logs:
@@ -54,10 +62,17 @@ def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
             failed = {f.local_rank: f.exitcode for f in e.failures.values()}
             if 0 in failed and failed[0] > 0:
                 return failed[0]  # rank 0 printed its own error
-            for path in sorted(Path(logs).rglob("stderr.log")):
-                sys.stderr.write(path.read_text(errors="replace"))
-            return next((c for c in failed.values() if c > 0), 1)
+            shown = "".join(
+                p.read_text(errors="replace") for p in sorted(Path(logs).rglob("stderr.log"))
+            )
+            code = next((c for c in failed.values() if c > 0), 1)
+            sys.stderr.write(shown or f"mnistkit: error: a rank stopped with exit status {code} "
+                                      "before rank 0 could say why; run once without --nproc to see it.\n")  # fmt: skip
+            return code
         finally:
+            os.environ.pop(LAUNCHED_ENV, None)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
             if saved is None:
                 os.environ.pop("OMP_NUM_THREADS", None)
             else:

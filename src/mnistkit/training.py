@@ -244,7 +244,7 @@ def train(
         )  # fmt: skip
         if main:
             runs.save_run(out, model, config, metrics, history)
-    distributed.teardown()
+    distributed.teardown(sync=True)
     return Run(model.eval(), metrics, out)
 
 

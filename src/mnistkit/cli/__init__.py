@@ -19,6 +19,7 @@ from . import bench_cmds, data_cmds, predict_cmds, report_cmds, serve_cmds, trai
 COMMAND_MODULES = [data_cmds, train_cmds, report_cmds, predict_cmds, serve_cmds, bench_cmds]
 
 Handler = Callable[[argparse.Namespace], int]
+LAUNCHED_ENV = "MNISTKIT_LAUNCHED"  # set by `mnistkit train --nproc` for the ranks it starts
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -82,7 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except MnistkitError as e:
-        print(f"mnistkit: error: {e}", file=sys.stderr)
+        # Under `--nproc` every rank checks the same arguments and files on one machine, so
+        # rank 0 speaks for all; the launcher shows the others' output if rank 0 could not.
+        if not (os.environ.get(LAUNCHED_ENV) and os.environ.get("RANK", "0") != "0"):
+            print(f"mnistkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mnistkit: interrupted", file=sys.stderr)
