@@ -203,7 +203,7 @@ def fast() -> Recipe:
       0.01 were 0.1-0.2 points worse on validation);
     - label smoothing 0.1;
     - bfloat16 autocast where the hardware has it (``precision="auto"``: AVX-512 BF16/AMX
-      CPUs, Ampere+ GPUs); on an AVX2-only CPU bf16 is emulated and 3-10x slower, so float32;
+      CPUs, Ampere+ GPUs); on an AVX2-only CPU bf16 is emulated and was 4-9x slower per step, so float32;
     - channels-last memory layout (oneDNN's fast path for convolutions);
     - test-time augmentation by one-pixel shifts (5 views, in the model, counted at inference,
       not in the fit).

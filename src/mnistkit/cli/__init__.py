@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from ..errors import MnistkitError
 from . import bench_cmds, data_cmds, predict_cmds, report_cmds, serve_cmds, train_cmds
@@ -20,6 +22,18 @@ COMMAND_MODULES = [data_cmds, train_cmds, report_cmds, predict_cmds, serve_cmds,
 
 Handler = Callable[[argparse.Namespace], int]
 LAUNCHED_ENV = "MNISTKIT_LAUNCHED"  # set by `mnistkit train --nproc` for the ranks it starts
+
+
+def rank_error_exit(e: MnistkitError) -> NoReturn:
+    """A usage or data error in a rank started by ``--nproc``: every rank checks the same
+    arguments and files on one machine, so rank 0 says it for all and leaves at once (no slow
+    interpreter teardown), and the others leave a moment later. torchrun's agent thus sees
+    rank 0's own exit status first, and the launcher adds nothing (``launch.launch``)."""
+    if os.environ["RANK"] == "0":
+        print(f"mnistkit: error: {e}", file=sys.stderr, flush=True)
+    else:
+        time.sleep(2.0)
+    os._exit(2)
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -83,10 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except MnistkitError as e:
-        # Under `--nproc` every rank checks the same arguments and files on one machine, so
-        # rank 0 speaks for all; the launcher shows the others' output if rank 0 could not.
-        if not (os.environ.get(LAUNCHED_ENV) and os.environ.get("RANK", "0") != "0"):
-            print(f"mnistkit: error: {e}", file=sys.stderr)
+        if os.environ.get(LAUNCHED_ENV) and "RANK" in os.environ:
+            rank_error_exit(e)
+        print(f"mnistkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mnistkit: interrupted", file=sys.stderr)
