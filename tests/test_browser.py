@@ -8,6 +8,7 @@ the canvas. Screenshots go to ``test-artifacts/``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -31,8 +32,13 @@ DIGITS = [0, 1, 3]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with running_server(trained_run(tmp_path_factory)) as url:
+def run(tmp_path_factory) -> Path:
+    return trained_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    with running_server(run) as url:
         yield url
 
 
@@ -86,7 +92,7 @@ def wait_for_answer(page, strokes: int) -> str:
     return page.locator("#label").inner_text().strip()
 
 
-def test_drawn_digits_are_recognized(server, browser, mnist):
+def test_drawn_digits_are_recognized(server, run, browser, mnist):
     _, (x_test, y_test) = mnist
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1100, "height": 760})
@@ -94,7 +100,8 @@ def test_drawn_digits_are_recognized(server, browser, mnist):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(server + "/")
-    page.wait_for_selector('#model:has-text("seed-convnet")')
+    recipe = json.loads((run / "metrics.json").read_text())["recipe"]
+    page.wait_for_selector(f'#model:has-text("{recipe}")')  # the page read /api/health
     assert page.locator("#label").inner_text().strip() == "?"
 
     for i in DIGITS:
