@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .engine import EVAL_BATCH
 from .errors import MnistkitError
 
 DEFAULT_TIMEOUT_S = 600  # longest wait for another rank; override with $MNISTKIT_DIST_TIMEOUT
@@ -224,7 +225,9 @@ class DataParallel:
                 dist.broadcast(dense, 0)
                 t.copy_(dense)
 
-    def evaluate(self, model: nn.Module, split: Any, batch_size: int = 256) -> dict[str, Any]:
+    def evaluate(
+        self, model: nn.Module, split: Any, batch_size: int = EVAL_BATCH
+    ) -> dict[str, Any]:
         """:func:`mnistkit.engine.evaluate` with each rank taking a contiguous part of the
         split: the same dict, on every rank."""
         from .engine import logit_scores, predict_logits
