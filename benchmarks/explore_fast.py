@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/explore_fast.py --set widths=8,16,32 --set lr=0.01 --seeds 2
     .venv/bin/python benchmarks/explore_fast.py --precision   # bf16 vs float32 step times
     .venv/bin/python benchmarks/explore_fast.py --order       # conv-BN-ReLU-pool vs conv-pool-BN-ReLU
+    .venv/bin/python benchmarks/explore_fast.py --allocator   # glibc malloc as is vs speed.keep_freed_memory
 
 Choices are made on a validation split carved from the training images (``--val-split``,
 default 1/6 = 10,000 images), never on the test split, which this script does not print.
@@ -17,6 +18,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -28,7 +32,7 @@ from mnistkit.bench import format_machine, machine_info
 from mnistkit.recipes import get_recipe
 from mnistkit.training import train
 
-MODEL_KEYS = {"widths", "tta", "depth", "dropout"}
+MODEL_KEYS = {"widths", "tta", "depth", "dropout", "stem", "members"}
 
 
 def parse_value(text: str):
@@ -123,6 +127,62 @@ def time_order(threads: int) -> None:
         print(f"widths {a}-{b}-{c}  {order}  {1000 * best:6.1f} ms per step of 256", flush=True)
 
 
+def step_seconds(batch: int, threads: int, fused: bool, steps: int = 30) -> float:
+    """Best-of-five seconds per training step of the ``fast`` recipe's net at ``batch``."""
+    import torch.nn.functional as F
+
+    from mnistkit.models import create_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = create_model("fast-cnn", widths=(8, 16, 32)).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01, betas=(0.9, 0.99), fused=fused)
+    x = torch.rand(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+    best = float("inf")
+    for rep in range(6):  # the first is warm-up
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if rep:
+            best = min(best, (time.perf_counter() - t0) / steps)
+    return best
+
+
+def allocator_child(keep: bool, threads: int) -> None:
+    """One process's figures for :func:`time_allocator` (mallopt cannot be undone in-process)."""
+    from mnistkit.speed import keep_freed_memory
+
+    if keep:
+        keep_freed_memory()
+    figures = {f"{b} {o}": step_seconds(b, threads, o == "fused")
+               for b in (128, 256) for o in ("fused", "foreach")}  # fmt: skip
+    print(json.dumps(figures))
+
+
+def time_allocator(threads: int, rounds: int = 3) -> None:
+    """Step time with glibc's default malloc against :func:`mnistkit.speed.keep_freed_memory`,
+    and AdamW's fused kernel against its multi-tensor one: fresh processes, alternating."""
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    for _ in range(rounds):
+        for keep in (False, True):
+            out = subprocess.run([sys.executable, __file__, "--allocator-child", str(int(keep)),
+                                  "--threads", str(threads)],
+                                 capture_output=True, text=True, check=True)  # fmt: skip
+            runs[keep].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    for key in runs[False][0]:
+        batch, opt = key.split()
+        for keep in (False, True):
+            ms = [1000 * r[key] for r in runs[keep]]
+            print(f"batch {batch:>3}  AdamW {opt:7}  malloc {'kept' if keep else 'default':7}  "
+                  f"{min(ms):5.1f} ms/step best, {statistics.median(ms):5.1f} median of "
+                  f"{rounds} processes  ({60000 / int(batch) * min(ms) / 1000:.2f} s per epoch)",
+                  flush=True)  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", default="fast")
@@ -132,7 +192,17 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", action="store_true", help="only time bf16 vs float32 steps")
     ap.add_argument("--order", action="store_true", help="only time conv-BN block orders")
+    ap.add_argument("--allocator", action="store_true",
+                    help="only time steps with glibc malloc as is vs keep_freed_memory")  # fmt: skip
+    ap.add_argument("--allocator-child", type=int, choices=(0, 1), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.allocator_child is not None:
+        allocator_child(bool(args.allocator_child), args.threads)
+        return 0
+    if args.allocator:
+        print("machine:", format_machine(machine_info()))
+        time_allocator(args.threads)
+        return 0
     if args.precision or args.order:
         print("machine:", format_machine(machine_info()))
         (time_precision if args.precision else time_order)(args.threads)

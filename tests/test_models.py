@@ -104,3 +104,31 @@ def test_channels_last_same_output(name):
     torch.testing.assert_close(
         model(x.contiguous(memory_format=torch.channels_last)), ref, rtol=1e-4, atol=1e-5
     )
+
+
+def test_members_train_alone_and_answer_together():
+    """``best-cnn`` with members: in training each member's logits come out stacked, in eval
+    their mean (each with its TTA); the members start from different weights."""
+    torch.manual_seed(0)
+    model = create_model("best-cnn", widths=(4, 8, 8), members=3, dropout=0.0)
+    single = create_model("best-cnn", widths=(4, 8, 8), dropout=0.0)
+    assert count_parameters(model) == 3 * count_parameters(single)
+    members = list(model[0])
+    assert not torch.equal(members[0][0].weight, members[1][0].weight)
+    x = torch.rand(5, 1, 28, 28)
+    trained = model.train()(x)
+    assert trained.shape == (15, 10)
+    alone = []
+    for k, member in enumerate(members):  # each member as a net of its own, same weights
+        net = create_model("best-cnn", widths=(4, 8, 8), dropout=0.0)
+        net.load_state_dict(
+            {
+                name: v
+                for name, v in zip(net.state_dict(), member.state_dict().values(), strict=True)
+            }
+        )
+        alone.append(net.eval()(x))  # before its own training pass moves the BN statistics
+        torch.testing.assert_close(trained[5 * k : 5 * k + 5], net.train()(x))
+    torch.testing.assert_close(model.eval()(x), torch.stack(alone).mean(0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(MnistkitError, match="member"):
+        create_model("best-cnn", members=0)

@@ -102,3 +102,23 @@ def test_unknown_optimizer_and_bad_lr():
         create_optimizer("adam-ish", p, lr=0.1)
     with pytest.raises(MnistkitError, match="positive"):
         create_optimizer("sgd", p, lr=0.0)
+
+
+def test_adamw_takes_the_fused_kernel_and_computes_the_same_update():
+    """AdamW picks the fused kernel for CPU float parameters (``fused=False`` keeps the
+    multi-tensor one), and both land on the same weights."""
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(7)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(4)]
+    results = []
+    for fused in (None, False):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        opt = create_optimizer("adamw", params, 0.01, weight_decay=0.1, fused=fused)
+        assert bool(opt.defaults["fused"]) is (fused is None)
+        for step in grads:
+            for p, g in zip(params, step, strict=True):
+                p.grad = g.clone()
+            opt.step()
+        results.append(params)
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b)

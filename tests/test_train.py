@@ -194,3 +194,43 @@ def test_progress_output(tty, quiet):
         assert text.splitlines() == [
             f"epoch {e}/2 - 1.0s - loss 0.5000 - accuracy 0.9000 - lr 0.001" for e in (1, 2)
         ]
+
+
+def test_train_step_trains_ensemble_members_on_their_own_losses():
+    """With ``models.Members`` the loss is the mean of the members' losses: each member's
+    gradient is what it would get alone (halved, for two), none flows between them, and
+    the count of right answers is the ensemble's, at most the batch size."""
+    torch.manual_seed(0)
+    model = create_model("best-cnn", widths=(4, 8, 8), members=2, dropout=0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # a step that moves nothing
+    x, y = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
+    loss, correct = train_step(model, opt, x, y, label_smoothing=0.1)
+    a, b = model[0]
+    losses = [F.cross_entropy(m(x), y, label_smoothing=0.1) for m in (a, b)]
+    torch.testing.assert_close(loss, (losses[0] + losses[1]) / 2)
+    conv = a[0].weight
+    (alone,) = torch.autograd.grad(losses[0], conv)
+    torch.testing.assert_close(conv.grad, alone / 2)
+    assert 0 <= int(correct) <= 6
+
+
+def test_epoch_fraction_visits_part_of_each_shuffle(tiny_registered, tmp_path):
+    """``epoch_fraction`` 0.5 on 200 images, batch 32: each epoch is 100 images in 4 steps
+    (32, 32, 32, 4), the schedule spans those steps, and the run resumes like any other."""
+    recipe = replace(get_recipe("seed-dense512"), epoch_fraction=0.5, batch_size=32, epochs=2,
+                     schedule="onecycle", schedule_kwargs={"warmup_epochs": 0.5})  # fmt: skip
+    steps: list[int] = []
+    run = tiny(recipe, out=tmp_path / "half", data_dir=tiny_registered,
+               probe=lambda model, step, s: steps.append(step))  # fmt: skip
+    assert steps == list(range(1, 9))
+    history = runs.read_history(run.path)
+    assert len(history) == 2 and float(history[-1]["lr"]) < recipe.lr / 4
+    whole = tiny(replace(recipe, epoch_fraction=1.0), out=tmp_path / "whole",
+                 data_dir=tiny_registered, probe=lambda model, step, s: steps.append(step))  # fmt: skip
+    assert steps[8:] == list(range(1, 15)) and len(runs.read_history(whole.path)) == 2
+    constant = replace(recipe, schedule="constant")
+    straight = tiny(replace(constant, epochs=3), out=tmp_path / "s", data_dir=tiny_registered)
+    tiny(constant, out=tmp_path / "r", data_dir=tiny_registered)
+    resumed = train(resume=tmp_path / "r", epochs=3, quiet=True, device="cpu",
+                    data_dir=tiny_registered)  # fmt: skip
+    assert_same_weights(weights(straight.model), weights(resumed.model))

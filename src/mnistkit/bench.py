@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from . import data
-from .engine import EVAL_BATCH, evaluate, to_split
+from .engine import EVAL_BATCH, epoch_size, evaluate, to_split
 from .fileio import write_json_atomic
 
 Log = Callable[[str], None]
@@ -116,6 +116,7 @@ def bench_train(
     data_dir: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     epochs: int | None = None,
+    keep: str | os.PathLike[str] | None = None,
     log: Log = lambda m: None,
 ) -> dict[str, Any]:
     """Train ``recipe`` once per seed and collect accuracy and speed.
@@ -126,6 +127,8 @@ def bench_train(
         target: the test accuracy whose first crossing is timed.
         probes_per_epoch: how often the target probe evaluates (its time is not counted).
         device, threads, dataset, data_dir, cache_dir, epochs: as :func:`mnistkit.train`.
+        keep: a folder to keep each seed's run directory in (``KEEP/seedN``, model and
+            history, for ``evaluate``, ``export`` and ``serve``); by default they are deleted.
         log: receives one line per finished seed.
 
     Returns:
@@ -143,13 +146,14 @@ def bench_train(
     (xtr, _), (xte, yte) = loaded.arrays
     test = to_split(torch.from_numpy(xte.copy()).unsqueeze(1),
                     torch.from_numpy(yte.astype("int64")), dev)  # fmt: skip
-    steps_per_epoch = -(-len(xtr) // rec.batch_size)
+    steps_per_epoch = epoch_size(len(xtr), rec.batch_size, rec.epoch_fraction)[1]
     every = max(1, steps_per_epoch // probes_per_epoch)
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mnistkit-bench-") as tmp:
         for seed in range(first_seed, first_seed + seeds):
             probe = TargetProbe(test, target, every, rec.eval_batch_size)
-            run = train(recipe, out=Path(tmp) / f"seed{seed}", seed=seed, device=device,
+            out = Path(keep if keep is not None else tmp) / f"seed{seed}"
+            run = train(recipe, out=out, seed=seed, device=device,
                         threads=threads, dataset=dataset, data_dir=data_dir,
                         cache_dir=cache_dir, epochs=epochs, quiet=True,
                         probe=probe)  # fmt: skip

@@ -75,6 +75,13 @@ def to_split(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> Split:
     return Split(x.to(device).float().div_(255.0), y.to(device))
 
 
+def epoch_size(n: int, batch_size: int, fraction: float = 1.0) -> tuple[int, int]:
+    """``(examples, steps)`` of one epoch over ``n`` images that visits ``fraction`` of them
+    (``Recipe.epoch_fraction``: the first part of each epoch's fresh shuffle)."""
+    examples = max(1, min(n, round(n * fraction)))
+    return examples, math.ceil(examples / batch_size)
+
+
 def lr_at(recipe: Recipe, step: int, steps_per_epoch: int, total_steps: int, lr: float) -> float:
     """The learning rate for optimizer step ``step`` (from 0) under the recipe's schedule.
 
@@ -141,13 +148,18 @@ def train_step(
     """
     with autocast(precision, x.device):
         logits = model(x).float()  # the loss in float32, whatever the forward ran in
-    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    # An ensemble (models.Members) returns each member's logits, (members * B, 10): every
+    # member is scored against the labels, the loss is their mean, the answer their average.
+    members = logits.shape[0] // len(y)
+    targets = y.repeat(members) if members > 1 else y
+    loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
     if l1 and l1_weights:
         loss = loss + l1 * sum(w.abs().sum() for w in l1_weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return loss.detach(), (logits.detach().argmax(1) == y).sum()
+    answers = logits.detach().reshape(members, len(y), -1).mean(0).argmax(1)
+    return loss.detach(), (answers == y).sum()
 
 
 @torch.no_grad()
@@ -266,8 +278,7 @@ def fit(
         The history: one dict per epoch with ``runs.HISTORY_COLUMNS``.
     """
     history = [] if history is None else history
-    n = len(train)
-    steps = math.ceil(n / batch_size)
+    n, steps = epoch_size(len(train), batch_size, recipe.epoch_fraction)
     fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
     weights = l1_params(model) if recipe.l1 else None
     progress = Progress(epochs, steps, quiet)
@@ -286,7 +297,7 @@ def fit(
             loss_sum, correct = position.loss_sum.to(dev), position.correct.to(dev)
             progress.step(first)
         else:
-            perm, first = torch.randperm(n, generator=generator).to(dev), 0
+            perm, first = torch.randperm(len(train), generator=generator).to(dev), 0
             loss_sum = torch.zeros((), device=dev)
             correct = torch.zeros((), dtype=torch.long, device=dev)
         seen = min(n, first * batch_size)  # examples this process trained on this epoch
@@ -300,7 +311,7 @@ def fit(
                 rate = lr_at(recipe, (epoch - 1) * steps + s, steps, epochs * steps, lr)
                 for g in optimizer.param_groups:
                     g["lr"] = rate
-            idx = perm[s * batch_size : (s + 1) * batch_size]
+            idx = perm[s * batch_size : min(n, (s + 1) * batch_size)]
             batch: tuple[torch.Tensor, torch.Tensor] | None
             batch = extras.augment(train.x.index_select(0, idx)), train.y[idx]
             if parallel is not None and (batch := parallel.shard(*batch)) is None:

@@ -229,8 +229,18 @@ def conv_pool_bn(c_in: int, c_out: int, k: int = 3) -> list[nn.Module]:
     ]
 
 
+def strided_stem(c_out: int) -> list[nn.Module]:
+    """Conv 3x3 with stride 2 ('same' padding, 28 -> 14) -> BN -> ReLU: the first block of
+    :func:`conv_pool_bn` without its full-size convolution and max pool."""
+    return [
+        nn.Conv2d(1, c_out, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
 @register_model
-def fast_cnn(widths: tuple[int, int, int] = (16, 32, 64), tta: int = 5) -> Net:
+def fast_cnn(widths: tuple[int, int, int] = (16, 32, 64), tta: int = 5, stem: str = "pool") -> Net:
     """The ``fast`` recipe's net: three conv-pool-BN-ReLU blocks (halving the size), one Linear.
 
     Sized for a small CPU: about 1.9 M multiply-adds per image forward (28x28x16x9 +
@@ -238,38 +248,65 @@ def fast_cnn(widths: tuple[int, int, int] = (16, 32, 64), tta: int = 5) -> Net:
     norm makes one epoch at a high learning rate stable, which is what reaches 99 % so soon;
     it also makes input normalisation unnecessary. 29,178 parameters at the default widths.
     """
-    return pooled_cnn(widths, dropout=0.0, tta=tta)
+    return pooled_cnn(widths, dropout=0.0, tta=tta, stem=stem)
 
 
 @register_model
 def best_cnn(
-    widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.25, tta: int = 5
-) -> Net:
+    widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.25, tta: int = 5,
+    members: int = 1,
+) -> Net:  # fmt: skip
     """The ``best`` recipe's net: ``fast-cnn`` with twice the channels (4x compute), dropout.
 
     About 7.5 M multiply-adds per image forward (28x28x32x9 + 14x14x64x32x9 + 7x7x128x64x9),
-    four times ``fast-cnn``: on a 2-core CPU without native bf16 that is what fits twenty
-    augmented epochs in the ``best`` recipe's half hour. 104,426 parameters at the defaults.
+    four times ``fast-cnn``. 104,426 parameters per member at the defaults. ``members > 1``
+    makes it an ensemble of that many such nets (see :class:`Members`), each trained on
+    its own loss, their logits averaged at inference.
     """
-    return pooled_cnn(widths, dropout=dropout, tta=tta)
+    return pooled_cnn(widths, dropout=dropout, tta=tta, members=members)
 
 
-def pooled_cnn(widths: tuple[int, int, int], dropout: float, tta: int) -> Net:
+class Members(nn.ModuleList):
+    """Independent nets side by side: an ensemble that trains and ships as one model.
+
+    In training mode the output stacks every member's logits, ``(members * N, 10)``, so the
+    loss (the engine repeats the labels to match, see ``engine.train_step``) is the mean of
+    the members' own losses: no gradient crosses from one member to another and each learns
+    as if alone, from its own initial weights. In eval mode the output is the mean of the
+    members' logits, ``(N, 10)``: what ``evaluate``, ``predict``, ``serve`` and ONNX see.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = [member(x) for member in self]
+        return torch.cat(logits) if self.training else torch.stack(logits).mean(0)
+
+
+def pooled_cnn(
+    widths: tuple[int, int, int], dropout: float, tta: int, members: int = 1, stem: str = "pool"
+) -> Net:
     """Three conv-pool-BN-ReLU blocks (28 -> 14 -> 7 -> 3), then optional dropout and one
-    Linear: the shape of ``fast-cnn`` and ``best-cnn``."""
+    Linear: the shape of ``fast-cnn`` and ``best-cnn``; ``members`` of them side by side."""
+    if members < 1:
+        raise MnistkitError(f"an ensemble needs at least one member, not {members}.")
+    if stem not in ("pool", "stride"):
+        raise MnistkitError(f"stem is 'pool' or 'stride', not {stem!r}.")
     a, b, c = widths
     head: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []
-    return TTANet(
-        [
-            *conv_pool_bn(1, a),                                # (N, a, 14, 14)
+
+    def stack() -> list[nn.Module]:
+        first = conv_pool_bn(1, a) if stem == "pool" else strided_stem(a)
+        return [
+            *first,                                             # (N, a, 14, 14)
             *conv_pool_bn(a, b),                                # (N, b, 7, 7)
             *conv_pool_bn(b, c),                                # (N, c, 3, 3)
             nn.Flatten(),                                       # (N, 9c)
             *head,
             nn.Linear(9 * c, 10),
-        ],
-        tta=tta,
-    )  # fmt: skip
+        ]  # fmt: skip
+
+    if members == 1:  # the layers at the top level: the weight names of every earlier run
+        return TTANet(stack(), tta=tta)
+    return TTANet([Members(nn.Sequential(*stack()) for _ in range(members))], tta=tta)
 
 
 # --- summary ---------------------------------------------------------------------------

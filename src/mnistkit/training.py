@@ -15,7 +15,6 @@ before ``metrics.json`` is finished by ``--resume`` (see ``resume``).
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import time
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 
 from . import data, distributed, runs
-from .engine import Split, evaluate, fit, to_split
+from .engine import Split, epoch_size, evaluate, fit, to_split
 from .errors import MnistkitError
 from .fileio import is_temp, remove_stale_temps
 from .interrupt import StopOnSignal
@@ -35,7 +34,7 @@ from .models import create_model
 from .optim import create_optimizer
 from .recipes import Recipe, get_recipe
 from .resume import Checkpointer, check_room
-from .speed import StepExtras
+from .speed import StepExtras, keep_freed_memory
 
 
 @dataclass
@@ -166,6 +165,8 @@ def train(
         dev, quiet = ctx.device, quiet or not main
     if threads:
         torch.set_num_threads(threads)
+    if dev.type == "cpu":
+        keep_freed_memory()
 
     loaded = (
         data.load(dataset, data_dir=data_dir, cache_dir=cache_dir, log=lambda m: None)
@@ -209,7 +210,7 @@ def train(
     start_epoch, position = 0, None
     history: list[dict[str, Any]] = []
     if resume is not None and (out / runs.CHECKPOINT).is_file():
-        steps = math.ceil(n_fit / rec.batch_size)
+        steps = epoch_size(n_fit, rec.batch_size, rec.epoch_fraction)[1]
         start_epoch, history, position = ckpt.restore(file_config, n_fit, steps)
         if start_epoch > rec.epochs or (start_epoch == rec.epochs and _finished(out, start_epoch)):
             raise MnistkitError(f"{str(out)!r} already ran {start_epoch} epochs; pass --epochs "

@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     t.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     t.add_argument("--dataset", default="mnist")
     t.add_argument("--json", metavar="OUT", help="also write the results to this JSON file")
+    t.add_argument("--keep", metavar="DIR",
+                   help="keep each seed's run directory as DIR/seedN (default: thrown away)")  # fmt: skip
     t.set_defaults(handler=cmd_bench_train)
 
     help = "inference speed: images/s at batch 1, 64, 1024 and single-image latency"
@@ -54,7 +56,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         args.recipe, seeds=args.seeds, first_seed=args.first_seed, target=args.target,
         device=args.device, threads=args.threads, dataset=args.dataset, epochs=args.epochs,
         data_dir=getattr(args, "data_dir", None), cache_dir=getattr(args, "cache_dir", None),
-        log=lambda m: log(args, m),
+        keep=args.keep, log=lambda m: log(args, m),
     )  # fmt: skip
     print(format_train(result))
     if args.json:
