@@ -58,3 +58,22 @@ def test_export_command_reports_the_check(run, capsys):
 def test_export_of_a_missing_run_is_exit_2(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nope")]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kwargs", [{"members": 2}, {"stem": "stride"}])
+def test_ensembles_and_strided_stems_export(kwargs):
+    """``best-cnn`` with two members (their mean, each with TTA) and ``fast-cnn`` with the
+    strided stem become ONNX graphs that compute what torch does."""
+    import onnxruntime as ort
+    import torch
+
+    from mnistkit.export import onnx_bytes
+    from mnistkit.models import create_model
+
+    torch.manual_seed(0)
+    name = "best-cnn" if "members" in kwargs else "fast-cnn"
+    model = create_model(name, widths=(4, 8, 8), **kwargs).eval()
+    x = torch.rand(5, 1, 28, 28)
+    session = ort.InferenceSession(onnx_bytes(model), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"image": x.numpy()})
+    np.testing.assert_allclose(logits, model(x).detach().numpy(), rtol=1e-4, atol=1e-5)

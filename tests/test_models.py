@@ -132,3 +132,16 @@ def test_members_train_alone_and_answer_together():
     torch.testing.assert_close(model.eval()(x), torch.stack(alone).mean(0), rtol=1e-5, atol=1e-6)
     with pytest.raises(MnistkitError, match="member"):
         create_model("best-cnn", members=0)
+
+
+def test_strided_stem_replaces_the_first_pool():
+    """``stem="stride"``: a stride-2 convolution takes 28x28 to 14x14 in place of the full-size
+    convolution and max pool; the rest of the net and its parameter count stay the same."""
+    pooled = create_model("fast-cnn", widths=(8, 16, 32))
+    strided = create_model("fast-cnn", widths=(8, 16, 32), stem="stride")
+    assert count_parameters(strided) == count_parameters(pooled)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in list(strided)[:3])
+    assert strided[0](torch.rand(2, 1, 28, 28)).shape == (2, 8, 14, 14)
+    assert strided.eval()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(MnistkitError, match="stem"):
+        create_model("fast-cnn", stem="patch")

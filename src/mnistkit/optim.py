@@ -102,10 +102,11 @@ def adamw(
 ) -> torch.optim.Optimizer:  # fmt: skip
     """``torch.optim.AdamW``, by default with its fused kernel where the parameters allow it.
 
-    The fused kernel (one pass over each parameter for the whole update) made a step of the
-    ``fast`` recipe's net 17 % faster than the default multi-tensor kernel on the 2-core AVX2
-    CPU (15.4 against 18.4 ms per batch of 128); it runs on CPU and CUDA float parameters.
-    ``fused=None`` picks it there, ``False`` keeps the multi-tensor kernel.
+    The fused kernel does the whole update in one pass over each parameter; it runs on CPU
+    and CUDA float parameters, and ``fused=None`` picks it there (``False`` keeps the
+    multi-tensor kernel). On the 2-core AVX2 CPU a step of the ``fast`` recipe's net took
+    16.7 against 16.9 ms (best of three processes, ``benchmarks/explore_fast.py
+    --allocator``): about 1 %, within the machine's noise.
     """
     params = list(params)
     if fused is None:

@@ -16,42 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 
-# glibc's mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
-_TRIM_THRESHOLD = 1 << 30
-
-
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed blocks for reuse instead of returning them to the OS.
-
-    A CPU training step allocates and frees the same activation buffers (megabytes each)
-    every step. By default glibc serves blocks that large with a fresh ``mmap`` and unmaps
-    them when freed, so every step pays page faults and zero-filling for all of its
-    activations again. Raising the mmap threshold to its 32 MB ceiling and the trim threshold
-    to 1 GB keeps them in the heap: on the 2-core AVX2 CPU a step of the ``fast`` recipe's net
-    took 14-41 % less time (measured with ``benchmarks/explore_fast.py --allocator``). This is
-    what PyTorch's CPU tuning guide gets from jemalloc or tcmalloc, without preloading a
-    library. The cost: the process keeps up to its peak heap until it exits.
-
-    Returns:
-        True where it took effect (Linux with glibc), False elsewhere; only the first call acts.
-    """
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(
-            libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-        )
-    except (OSError, AttributeError):
-        return False
-
 
 @functools.cache
 def native_bf16(device_type: str) -> bool:

@@ -34,7 +34,7 @@ from .models import create_model
 from .optim import create_optimizer
 from .recipes import Recipe, get_recipe
 from .resume import Checkpointer, check_room
-from .speed import StepExtras, keep_freed_memory
+from .speed import StepExtras
 
 
 @dataclass
@@ -165,8 +165,6 @@ def train(
         dev, quiet = ctx.device, quiet or not main
     if threads:
         torch.set_num_threads(threads)
-    if dev.type == "cpu":
-        keep_freed_memory()
 
     loaded = (
         data.load(dataset, data_dir=data_dir, cache_dir=cache_dir, log=lambda m: None)
