@@ -43,7 +43,7 @@ class Recipe:
     batch_size: int  # examples per step
     epochs: int
     # Each epoch visits this fraction of the training images: the first part of its fresh
-    # shuffle (1 for every seed). Below 1 it trains on less than one pass in all (`fast`).
+    # shuffle (1 for every seed and ours). Below 1 a run trains on less than one pass in all.
     epoch_fraction: float = 1.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
