@@ -133,6 +133,8 @@ def test_val_split_and_history(tiny_registered, tmp_path):
         ({"lr": -1.0}, "learning rate"),
         ({"val_split": 1.0}, "validation split"),
         ({"device": "tpu"}, "device"),
+        ({"recipe": replace(get_recipe("seed-dense512"), epoch_fraction=0.0)}, "epoch_fraction"),
+        ({"recipe": replace(get_recipe("seed-dense512"), epoch_fraction=1.5)}, "epoch_fraction"),
     ],
 )
 def test_bad_input_writes_nothing(tiny_registered, tmp_path, kwargs, match):

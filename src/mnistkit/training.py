@@ -120,7 +120,7 @@ def train(
 
     Raises:
         MnistkitError: an unknown recipe, non-positive epochs/batch size/learning rate, a bad
-            validation fraction or device, an occupied ``out``, a bad ``resume`` folder, or
+            validation fraction, epoch fraction or device, an occupied ``out``, a bad ``resume`` folder, or
             unavailable data. Nothing is written in these cases.
     """
     t_start = time.perf_counter()
@@ -150,6 +150,9 @@ def train(
         rec = get_recipe(recipe) if isinstance(recipe, str) else recipe
     rec = replace(rec, epochs=epochs or rec.epochs, batch_size=batch_size or rec.batch_size,
                   lr=lr or rec.lr)  # fmt: skip
+    fraction = rec.epoch_fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        raise MnistkitError(f"the recipe's epoch_fraction must lie in (0, 1], not {fraction!r}.")
     out = Path(out or Path("runs") / f"{rec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     occupied = out.exists() and any(not is_temp(p.name) for p in out.iterdir())
     if resume is None and occupied and not overwrite:
