@@ -93,9 +93,26 @@ def time_precision(threads: int) -> None:
               f"{1000 * wall:7.1f} ms/step wall  {1000 * cpu:7.1f} ms/step CPU")  # fmt: skip
 
 
+def best_step_seconds(model, opt, x, y, steps: int, rounds: int, smoothing: float = 0.0) -> float:
+    """Seconds per training step on one batch: the best of ``rounds - 1`` rounds of ``steps``
+    steps, after one round of warm-up."""
+    import torch.nn.functional as F
+
+    best = float("inf")
+    for rnd in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if rnd:
+            best = min(best, (time.perf_counter() - t0) / steps)
+    return best
+
+
 def time_order(threads: int) -> None:
     """Step time of conv-BN-ReLU-pool blocks against conv-pool-BN-ReLU (``models.conv_pool_bn``)."""
-    import torch.nn.functional as F
     from torch import nn
 
     torch.set_num_threads(threads)
@@ -113,24 +130,13 @@ def time_order(threads: int) -> None:
         opt = torch.optim.Adam(model.parameters())
         x = torch.rand(256, 1, 28, 28).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 10, (256,))
-        best = float("inf")
-        for rep in range(4):  # the first is warm-up; the best of the rest
-            t0 = time.perf_counter()
-            for _ in range(10):
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            if rep:
-                best = min(best, (time.perf_counter() - t0) / 10)
+        best = best_step_seconds(model, opt, x, y, steps=10, rounds=4)
         order = "conv-pool-BN-ReLU" if pool_first else "conv-BN-ReLU-pool"
         print(f"widths {a}-{b}-{c}  {order}  {1000 * best:6.1f} ms per step of 256", flush=True)
 
 
 def step_seconds(batch: int, threads: int, fused: bool, steps: int = 30) -> float:
     """Best-of-five seconds per training step of the ``fast`` recipe's net at ``batch``."""
-    import torch.nn.functional as F
-
     from mnistkit.models import create_model
 
     torch.set_num_threads(threads)
@@ -139,25 +145,15 @@ def step_seconds(batch: int, threads: int, fused: bool, steps: int = 30) -> floa
     opt = torch.optim.AdamW(model.parameters(), lr=0.01, betas=(0.9, 0.99), fused=fused)
     x = torch.rand(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
-    best = float("inf")
-    for rep in range(6):  # the first is warm-up
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if rep:
-            best = min(best, (time.perf_counter() - t0) / steps)
-    return best
+    return best_step_seconds(model, opt, x, y, steps=steps, rounds=6, smoothing=0.1)
 
 
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed blocks for reuse instead of unmapping them (what
     jemalloc or tcmalloc do, which PyTorch's CPU tuning guide suggests): mmap threshold at its
     32 MB ceiling, trim threshold 1 GB. Measured with ``--allocator`` on the 2-core AVX2 CPU
-    it changed a step of the ``fast`` net by 1-4 %, within the noise, so mnistkit does not
-    set it."""
+    (best of three processes) it made a step of the ``fast`` net 1-4 % faster at batch 128 and
+    1-7 % at batch 256, within the machine's noise, so mnistkit does not set it."""
     import ctypes
 
     libc = ctypes.CDLL("libc.so.6")

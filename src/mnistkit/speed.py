@@ -87,15 +87,15 @@ class EMA:
         self.steps += 1
         t = self.steps
         d = min(self.decay, (1 + t) / (10 + t)) if self.warmup else self.decay
-        floats: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+        averages: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
         for k, v in model.state_dict().items():
-            s = self.shadow[k]
             if v.dtype.is_floating_point:
-                floats[0].append(s)
-                floats[1].append(v.detach())
+                averages.append(self.shadow[k])
+                values.append(v.detach())
             else:  # integer buffers, e.g. BatchNorm's num_batches_tracked
-                s.copy_(v)
-        torch._foreach_lerp_(floats[0], floats[1], 1.0 - d)  # one kernel launch for all
+                self.shadow[k].copy_(v)
+        torch._foreach_lerp_(averages, values, 1.0 - d)  # one kernel launch for all
 
     @torch.no_grad()
     def load(self, shadow: dict[str, torch.Tensor], steps: int) -> None:
