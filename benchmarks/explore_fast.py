@@ -32,7 +32,7 @@ from mnistkit.bench import format_machine, machine_info
 from mnistkit.recipes import get_recipe
 from mnistkit.training import train
 
-MODEL_KEYS = {"widths", "tta", "depth", "dropout", "stem", "members"}
+MODEL_KEYS = {"widths", "tta", "depth", "dropout", "stem", "stem_kernel", "members"}
 
 
 def parse_value(text: str):

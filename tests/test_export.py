@@ -60,10 +60,12 @@ def test_export_of_a_missing_run_is_exit_2(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kwargs", [{"members": 2}, {"stem": "stride"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"members": 2}, {"stem": "stride", "stem_kernel": 5}, {"depth": 2, "members": 2}]
+)
 def test_ensembles_and_strided_stems_export(kwargs):
     """``best-cnn`` with two members (their mean, each with TTA) and ``fast-cnn`` with the
-    strided stem become ONNX graphs that compute what torch does."""
+    strided stem (the ``fast`` recipe's 5x5) become ONNX graphs that compute what torch does."""
     import onnxruntime as ort
     import torch
 

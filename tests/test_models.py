@@ -145,3 +145,48 @@ def test_strided_stem_replaces_the_first_pool():
     assert strided.eval()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(MnistkitError, match="stem"):
         create_model("fast-cnn", stem="patch")
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 6, 7])
+def test_a_strided_stem_of_any_kernel_halves_the_image(k):
+    """The stem's kernel sets how much each output sees; every size gives 14x14 maps."""
+    net = create_model("fast-cnn", widths=(8, 16, 32), stem="stride", stem_kernel=k)
+    assert net[0].kernel_size == (k, k)
+    assert net[0](torch.rand(2, 1, 28, 28)).shape == (2, 8, 14, 14)
+    assert net.eval()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_a_4x4_strided_stem_sees_the_window_of_conv_and_pool():
+    """Output (i, j) of the 4x4 stride-2 stem depends on input rows and columns 2i-1 .. 2i+2,
+    the window a 3x3 convolution followed by a 2x2 max pool covers: changing a pixel outside
+    it leaves the output alone, inside it changes it."""
+    stem = create_model("fast-cnn", stem="stride", stem_kernel=4)[0]
+    torch.nn.init.constant_(stem.weight, 1.0)
+    x = torch.zeros(1, 1, 28, 28)
+    base = stem(x)[0, 0]
+    for (r, c), inside in [((9, 9), True), ((12, 12), True), ((8, 10), False), ((13, 10), False)]:
+        poked = x.clone()
+        poked[0, 0, r, c] = 1.0
+        changed = stem(poked)[0, 0, 5, 5] != base[5, 5]  # output (5, 5): rows/cols 9 .. 12
+        assert bool(changed) == inside, (r, c)
+
+
+def test_depth_adds_same_size_convolutions_after_each_block():
+    """``depth=2``: each block is followed by one more 3x3 conv-BN-ReLU at its output size;
+    the output shape stays (N, 10) and the count of convolutions goes from 3 to 6."""
+    shallow = create_model("best-cnn", widths=(4, 8, 8))
+    deep = create_model("best-cnn", widths=(4, 8, 8), depth=2)
+
+    def convs(net):
+        return [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    assert len(convs(shallow)) == 3 and len(convs(deep)) == 6
+    assert [c.in_channels for c in convs(deep)] == [1, 4, 4, 8, 8, 8]
+    assert count_parameters(deep) - count_parameters(shallow) == sum(
+        c * c * 9 + 2 * c for c in (4, 8, 8)
+    )
+    assert deep.eval()(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    with pytest.raises(MnistkitError, match="depth"):
+        create_model("best-cnn", depth=0)
+    with pytest.raises(MnistkitError, match="kernel"):
+        create_model("fast-cnn", stem="stride", stem_kernel=9)

@@ -229,18 +229,32 @@ def conv_pool_bn(c_in: int, c_out: int, k: int = 3) -> list[nn.Module]:
     ]
 
 
-def strided_stem(c_out: int) -> list[nn.Module]:
-    """Conv 3x3 with stride 2 ('same' padding, 28 -> 14) -> BN -> ReLU: the first block of
-    :func:`conv_pool_bn` without its full-size convolution and max pool."""
+def conv_bn_relu(ch: int) -> list[nn.Module]:
+    """Conv 3x3 ('same', no bias) -> BN -> ReLU, keeping size and channels."""
+    return [nn.Conv2d(ch, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch), nn.ReLU(inplace=True)]
+
+
+def strided_stem(c_out: int, k: int = 3) -> list[nn.Module]:
+    """Conv k x k with stride 2 (28 -> 14) -> BN -> ReLU: the first block of
+    :func:`conv_pool_bn` without its full-size convolution and max pool.
+
+    ``k=3`` sees each output's 3x3 window, half the pixels of the 4x4 window that a 3x3
+    convolution and a 2x2 pool cover; ``k=4`` covers that window, 5 and 6 more.
+    """
+    if not 2 <= k <= 7:
+        raise MnistkitError(f"a strided stem's kernel is 2 to 7 pixels wide, not {k}.")
     return [
-        nn.Conv2d(1, c_out, 3, stride=2, padding=1, bias=False),
+        nn.Conv2d(1, c_out, k, stride=2, padding=(k - 1) // 2, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     ]
 
 
 @register_model
-def fast_cnn(widths: tuple[int, int, int] = (16, 32, 64), tta: int = 5, stem: str = "pool") -> Net:
+def fast_cnn(
+    widths: tuple[int, int, int] = (16, 32, 64), tta: int = 5, stem: str = "pool",
+    stem_kernel: int = 3,
+) -> Net:  # fmt: skip
     """The ``fast`` recipe's net: three conv-pool-BN-ReLU blocks (halving the size), one Linear.
 
     Sized for a small CPU: about 1.9 M multiply-adds per image forward (28x28x16x9 +
@@ -248,13 +262,13 @@ def fast_cnn(widths: tuple[int, int, int] = (16, 32, 64), tta: int = 5, stem: st
     norm makes one epoch at a high learning rate stable, which is what reaches 99 % so soon;
     it also makes input normalisation unnecessary. 29,178 parameters at the default widths.
     """
-    return pooled_cnn(widths, dropout=0.0, tta=tta, stem=stem)
+    return pooled_cnn(widths, dropout=0.0, tta=tta, stem=stem, stem_kernel=stem_kernel)
 
 
 @register_model
 def best_cnn(
     widths: tuple[int, int, int] = (32, 64, 128), dropout: float = 0.25, tta: int = 5,
-    members: int = 1,
+    members: int = 1, depth: int = 1,
 ) -> Net:  # fmt: skip
     """The ``best`` recipe's net: ``fast-cnn`` with twice the channels (4x compute), dropout.
 
@@ -263,7 +277,7 @@ def best_cnn(
     makes it an ensemble of that many such nets (see :class:`Members`), each trained on
     its own loss, their logits averaged at inference.
     """
-    return pooled_cnn(widths, dropout=dropout, tta=tta, members=members)
+    return pooled_cnn(widths, dropout=dropout, tta=tta, members=members, depth=depth)
 
 
 class Members(nn.ModuleList):
@@ -282,23 +296,31 @@ class Members(nn.ModuleList):
 
 
 def pooled_cnn(
-    widths: tuple[int, int, int], dropout: float, tta: int, members: int = 1, stem: str = "pool"
-) -> Net:
+    widths: tuple[int, int, int], dropout: float, tta: int, members: int = 1, stem: str = "pool",
+    stem_kernel: int = 3, depth: int = 1,
+) -> Net:  # fmt: skip
     """Three conv-pool-BN-ReLU blocks (28 -> 14 -> 7 -> 3), then optional dropout and one
-    Linear: the shape of ``fast-cnn`` and ``best-cnn``; ``members`` of them side by side."""
+    Linear: the shape of ``fast-cnn`` and ``best-cnn``; ``members`` of them side by side.
+    ``depth > 1`` follows each block with ``depth - 1`` more 3x3 conv-BN-ReLU layers at the
+    block's output size (where they cost a quarter of the block's own convolution or less)."""
     if members < 1:
         raise MnistkitError(f"an ensemble needs at least one member, not {members}.")
+    if depth < 1:
+        raise MnistkitError(f"each block has at least one convolution, not depth {depth}.")
     if stem not in ("pool", "stride"):
         raise MnistkitError(f"stem is 'pool' or 'stride', not {stem!r}.")
     a, b, c = widths
     head: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []
 
+    def more(ch: int) -> list[nn.Module]:
+        return [layer for _ in range(depth - 1) for layer in conv_bn_relu(ch)]
+
     def stack() -> list[nn.Module]:
-        first = conv_pool_bn(1, a) if stem == "pool" else strided_stem(a)
+        first = conv_pool_bn(1, a) if stem == "pool" else strided_stem(a, stem_kernel)
         return [
-            *first,                                             # (N, a, 14, 14)
-            *conv_pool_bn(a, b),                                # (N, b, 7, 7)
-            *conv_pool_bn(b, c),                                # (N, c, 3, 3)
+            *first, *more(a),                                   # (N, a, 14, 14)
+            *conv_pool_bn(a, b), *more(b),                      # (N, b, 7, 7)
+            *conv_pool_bn(b, c), *more(c),                      # (N, c, 3, 3)
             nn.Flatten(),                                       # (N, 9c)
             *head,
             nn.Linear(9 * c, 10),

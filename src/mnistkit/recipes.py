@@ -204,6 +204,11 @@ def fast() -> Recipe:
       rate converge. Widths 16-32-64 at batch 256 (the recipe until 2026-11-25) reached
       99.05-99.11 % on validation in twice the time; 8-16-32 at batch 256 fell to 98.8 %;
       batch 128 (twice the updates) brought it to 99.04 %;
+    - its first block a 5x5 convolution with stride 2 (``stem="stride", stem_kernel=5``)
+      instead of a 3x3 convolution and a max pool at full size: 99.03 against 99.05 % on
+      validation (5 seeds each) in 18 % less time (6.0 against 7.3 s on 50,000 images); a 3x3
+      stride-2 stem, which sees half the pixels, fell to 98.95 %, and striding the second
+      block as well to 98.87 %;
     - one epoch, batch 128, Adam with a short memory for the second moment (beta2 0.99), a
       one-cycle schedule (20 % linear warm-up, then linear to 0) peaking at 0.05 (0.02 and
       0.035 were 0.03-0.08 points worse on validation);
@@ -217,7 +222,7 @@ def fast() -> Recipe:
     return Recipe(
         name="fast",
         model="fast-cnn",
-        model_kwargs={"widths": (8, 16, 32), "tta": 5},
+        model_kwargs={"widths": (8, 16, 32), "tta": 5, "stem": "stride", "stem_kernel": 5},
         optimizer="adamw",  # weight_decay 0: plain Adam
         optimizer_kwargs={"betas": (0.9, 0.99)},
         lr=0.05,  # peak, per step of 128 examples
