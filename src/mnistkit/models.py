@@ -261,6 +261,8 @@ def fast_cnn(
     14x14x32x16x9 + 7x7x64x32x9 + 576x10), so one epoch is a few seconds of compute. Batch
     norm makes one epoch at a high learning rate stable, which is what reaches 99 % so soon;
     it also makes input normalisation unnecessary. 29,178 parameters at the default widths.
+    ``stem="stride"`` makes the first block one ``stem_kernel``-wide stride-2 convolution
+    (:func:`strided_stem`); the ``fast`` recipe uses a 5x5 one at widths 8-16-32.
     """
     return pooled_cnn(widths, dropout=0.0, tta=tta, stem=stem, stem_kernel=stem_kernel)
 
@@ -273,7 +275,9 @@ def best_cnn(
     """The ``best`` recipe's net: ``fast-cnn`` with twice the channels (4x compute), dropout.
 
     About 7.5 M multiply-adds per image forward (28x28x32x9 + 14x14x64x32x9 + 7x7x128x64x9),
-    four times ``fast-cnn``. 104,426 parameters per member at the defaults. ``members > 1``
+    four times ``fast-cnn``. 104,426 parameters per member at the defaults. ``depth=2`` (the
+    ``best`` recipe) adds a same-size 3x3 convolution after each block: 12.4 M multiply-adds
+    (+ 14x14x32x32x9 + 7x7x64x64x9 + 3x3x128x128x9), 298,410 parameters. ``members > 1``
     makes it an ensemble of that many such nets (see :class:`Members`), each trained on
     its own loss, their logits averaged at inference.
     """

@@ -246,12 +246,18 @@ def best() -> Recipe:
     --recipe best --seeds 1``. The ingredients are those behind MNIST's best single models
     (Simard et al. 2003; Ciresan et al. 2010) and the CIFAR-10 speed runs, sized to the time:
 
-    - ``best-cnn``: ``fast-cnn`` with twice the channels and dropout before the classifier.
-      A committee of two such nets (``model_kwargs members=2``, :class:`mnistkit.models.Members`)
-      for 17 epochs costs 1.5x the fit time and measured 99.58 % against the single net's
-      99.64 % (one run each, seed 0: six test images, within one run's spread). The recipe
-      keeps the single net, the cheaper of two recipes that tie; that is the one choice here
-      made after a test figure was seen;
+    - ``best-cnn``: ``fast-cnn`` with twice the channels and dropout before the classifier,
+      each of its three blocks followed by one more 3x3 conv-BN-ReLU at the block's output
+      size (``depth=2``: 12.4 M multiply-adds per image, 1.65x the single-conv net). On a
+      validation split (50,000 training / 10,000 validation images, seeds 0 and 1) it reached
+      99.73 and 99.71 % after 18 epochs, where the single-conv net plateaued at 99.60-99.65 %
+      (20 and 30 epochs, seed 0), its curve ~0.1 point above at every epoch from the 6th;
+    - 18 epochs: what fits the half hour with a margin for this machine's drift;
+    - a committee of two single-conv nets (``model_kwargs members=2``,
+      :class:`mnistkit.models.Members`) for 17 epochs cost 1.5x the fit time and measured
+      99.58 % against the single net's 99.64 % (one run each, seed 0); the recipe then kept
+      the single net, a choice made after a test figure was seen (the cheaper of two that
+      tie; it did not raise the reported figure);
     - every training image distorted afresh each epoch: rotation +-10 degrees, zoom +-10 %,
       shear +-8 degrees, shift +-2 px (``augment.py``, one ``grid_sample`` per batch);
     - AdamW with decoupled weight decay, one-cycle schedule (1 epoch warm-up, linear to 0),
@@ -261,16 +267,17 @@ def best() -> Recipe:
 
     The other settings come from the literature and the ``fast`` recipe, not from a search:
     no choice while training looks at the test split, which a run touches once, at the end.
+    The depth was chosen on the validation runs above, whose test figures were not read.
     """
     return Recipe(
         name="best",
         model="best-cnn",
-        model_kwargs={"widths": (32, 64, 128), "dropout": 0.25, "tta": 5},
+        model_kwargs={"widths": (32, 64, 128), "dropout": 0.25, "tta": 5, "depth": 2},
         optimizer="adamw",
         optimizer_kwargs={"weight_decay": 5e-4},  # decoupled: times lr, per step
         lr=0.004,  # peak, per step of 128 examples
         batch_size=128,
-        epochs=20,
+        epochs=18,
         schedule="onecycle",
         schedule_kwargs={"warmup_epochs": 1.0},
         label_smoothing=0.1,
