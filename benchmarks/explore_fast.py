@@ -7,8 +7,8 @@
 
 Choices are made on a validation split carved from the training images (``--val-split``,
 default 1/6 = 10,000 images), never on the test split, which this script does not print.
-Each ``--set KEY=VALUE`` changes one field of the recipe (``widths``/``tta`` go to the model,
-the rest to :class:`mnistkit.recipes.Recipe`); several ``--set`` of one key run a grid.
+Each ``--set KEY=VALUE`` changes one field of the recipe (the keys in ``MODEL_KEYS`` go to
+the model, the rest to :class:`mnistkit.recipes.Recipe`); several ``--set`` of one key run a grid.
 Fit seconds are wall-clock and CPU seconds are this process's (all threads): on a shared
 machine compare the CPU seconds, which other processes' load disturbs less.
 """

@@ -248,7 +248,7 @@ def best() -> Recipe:
 
     - ``best-cnn``: ``fast-cnn`` with twice the channels and dropout before the classifier,
       each of its three blocks followed by one more 3x3 conv-BN-ReLU at the block's output
-      size (``depth=2``: 12.4 M multiply-adds per image, 1.65x the single-conv net). On a
+      size (``depth=2``: 12.4 M multiply-adds per image, 1.66x the single-conv net). On a
       validation split (50,000 training / 10,000 validation images, seeds 0 and 1) it reached
       99.73 and 99.71 % after 18 epochs, where the single-conv net plateaued at 99.60-99.65 %
       (20 and 30 epochs, seed 0), its curve ~0.1 point above at every epoch from the 6th;
