@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -387,3 +388,16 @@ def test_label_components_matches_a_flood_fill(mask):
         b = labels[dy:, max(0, dx) : labels.shape[1] + min(0, dx) or None]
         both = (a > 0) & (b > 0)
         assert (a[both] == b[both]).all()
+
+
+def test_values_spanning_the_float64_range_scale_without_overflow():
+    """An array from -1.7e308 to 1.7e308: max - min overflows to inf, which made the old
+    min..max scaling divide inf by inf (NaN); scaled first, it maps onto [0, 1] exactly."""
+    from mnistkit.images import scale_values
+
+    a = np.array([[-1.7e308, 0.0], [1.7e308, 8.5e307]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow or invalid-value warning fails the test
+        out = scale_values(a)
+    np.testing.assert_allclose(out, [[0.0, 0.5], [1.0, 0.75]], atol=1e-6)
+    check_output(preprocess(a).image)

@@ -157,7 +157,9 @@ def scale_values(a: np.ndarray) -> np.ndarray:
         out = a / 255.0
     elif lo >= 0 and hi <= 65535:
         out = a / 65535.0
-    else:
+    else:  # min..max, scaled into [-1, 1] first: hi - lo of values near 1e308 overflows
+        scale = max(abs(lo), abs(hi))
+        a, lo, hi = a / scale, lo / scale, hi / scale
         out = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
     return out.astype(np.float32)
 
