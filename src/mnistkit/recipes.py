@@ -250,8 +250,8 @@ def best() -> Recipe:
       each of its three blocks followed by one more 3x3 conv-BN-ReLU at the block's output
       size (``depth=2``: 12.4 M multiply-adds per image, 1.66x the single-conv net). On a
       validation split (50,000 training / 10,000 validation images, seeds 0 and 1) it reached
-      99.73 and 99.71 % after 18 epochs, where the single-conv net plateaued at 99.60-99.65 %
-      (20 and 30 epochs, seed 0), its curve ~0.1 point above at every epoch from the 6th;
+      99.73 and 99.71 % after 18 epochs, where the single-conv net plateaued at 99.59-99.65 %
+      (20 and 30 epochs, seed 0), its curve 0.05-0.12 points above at every epoch from the 6th;
     - 18 epochs: what fits the half hour with a margin for this machine's drift;
     - a committee of two single-conv nets (``model_kwargs members=2``,
       :class:`mnistkit.models.Members`) for 17 epochs cost 1.5x the fit time and measured

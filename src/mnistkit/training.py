@@ -120,8 +120,8 @@ def train(
 
     Raises:
         MnistkitError: an unknown recipe, non-positive epochs/batch size/learning rate, a bad
-            validation fraction, epoch fraction or device, an occupied ``out``, a bad ``resume`` folder, or
-            unavailable data. Nothing is written in these cases.
+            validation fraction, epoch fraction or device, an occupied ``out``, a bad
+            ``resume`` folder, or unavailable data. Nothing is written in these cases.
     """
     t_start = time.perf_counter()
     for name, value in (("epochs", epochs), ("batch size", batch_size), ("threads", threads)):
