@@ -8,12 +8,16 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-# Idle OpenMP threads sleep instead of spinning. On a CPU shared with other processes a
-# spinning thread steals the core its partner needs at every barrier: measured on the 2-core
-# project machine under load ~6, a dense512 step took 341 ms with the default policy and
-# 8 ms with PASSIVE. Read by libgomp when torch loads, so it must be set before that; a
-# value the user set wins.
+# How long an idle OpenMP thread spins before it sleeps (libgomp, read when torch loads, so
+# set before that; a value the user set wins). Spinning is free on a quiet machine and ruinous
+# on a busy one, where the spinner steals the core its partner needs at every barrier. Half an
+# epoch of `fast` on the 2-core Intel Xeon (2 threads; 2026-12-02, /tmp timings in the note of
+# issue 4): libgomp's default of 300,000 spins 2.2 s quiet but 77 s beside four busy
+# processes; sleeping at once (OMP_WAIT_POLICY=PASSIVE, 0 spins) 3.5-4.8 s quiet, 4.8 s
+# loaded; 10,000 spins 2.3 s quiet, 4.3 s loaded (30,000: 2.1-2.3 s quiet, 15.7 s loaded).
+# GOMP_SPINCOUNT overrides the policy's count; PASSIVE stays for OpenMP runtimes without it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from .data import load_data, load_tensors
 from .errors import DataError, ImageError, ImageTooLargeError, MnistkitError

@@ -53,6 +53,7 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "mnistkit": __version__,
         "python": platform.python_version(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", ""),
         "load_average": [round(v, 2) for v in os.getloadavg()]
         if hasattr(os, "getloadavg")
         else None,

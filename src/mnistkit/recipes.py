@@ -61,8 +61,8 @@ class Recipe:
     # activations in the CPU's caches; 2000 made evaluation 2.4x slower on the 2-core AVX2 CPU.
     eval_batch_size: int = 256
     # Speed and accuracy tricks of the `fast` and `best` recipes (off for the seeds):
-    # "bf16": forward under bfloat16 autocast; "auto": bf16 only where the hardware runs it
-    # natively (speed.native_bf16), else float32; "": float32.
+    # "bf16": forward under bfloat16 autocast; "auto": bf16 only where it was measured to be
+    # faster (speed.native_bf16: Ampere+ GPUs, no CPU so far), else float32; "": float32.
     precision: str = ""
     ema: float = 0.0  # per-step decay of a weight average that becomes the final model; 0 off
     augment: dict[str, float] = field(default_factory=dict)  # augment.AugmentConfig fields
@@ -213,8 +213,9 @@ def fast() -> Recipe:
       one-cycle schedule (20 % linear warm-up, then linear to 0) peaking at 0.05 (0.02 and
       0.035 were 0.03-0.08 points worse on validation);
     - label smoothing 0.1;
-    - bfloat16 autocast where the hardware has it (``precision="auto"``: AVX-512 BF16/AMX
-      CPUs, Ampere+ GPUs); on an AVX2-only CPU bf16 is emulated and was 4-9x slower per step, so float32;
+    - bfloat16 autocast on Ampere+ GPUs (``precision="auto"``), float32 on the CPU: bf16 was
+      4-9x slower per step on the AVX2 CPU (emulated) and 1.2x slower on the AVX-512 BF16
+      Xeon without AMX (see ``speed.native_bf16``);
     - channels-last memory layout (oneDNN's fast path for convolutions);
     - test-time augmentation by one-pixel shifts (5 views, in the model, counted at inference,
       not in the fit).
@@ -231,7 +232,7 @@ def fast() -> Recipe:
         schedule="onecycle",
         schedule_kwargs={"warmup_epochs": 0.2},
         label_smoothing=0.1,
-        precision="auto",  # bf16 only where the CPU or GPU runs it natively
+        precision="auto",  # bf16 only where it is faster (speed.native_bf16)
         channels_last=True,
         loss="cross-entropy with label smoothing 0.1",
         source="ours",

@@ -19,19 +19,18 @@ from torch import nn
 
 @functools.cache
 def native_bf16(device_type: str) -> bool:
-    """Whether bfloat16 matrix maths runs in hardware here, not emulated.
+    """Whether bfloat16 autocast trains our nets faster than float32 here.
 
-    On the CPU that needs AVX-512 BF16 or AMX, which oneDNN reports; on an AVX2-only CPU
-    bf16 autocast is emulated and many times slower than float32 (measured on the project's
-    2-core AMD EPYC without AVX-512: ``benchmarks/explore_fast.py --precision``). On CUDA it
-    needs compute capability 8.0 (Ampere) or newer.
+    On CUDA: compute capability 8.0 (Ampere) or newer runs bf16 in its tensor cores. On the
+    CPU: never, as measured on both CPUs the project has run on. On an AVX2-only AMD EPYC
+    bf16 is emulated, 4-9x slower per step than float32 (``benchmarks/explore_fast.py
+    --precision``). On an Intel Xeon with AVX-512 BF16 but no AMX tiles (2 threads,
+    channels-last, a step of the recipe's batch) it is still slower: 11.95 against 9.79 ms
+    for ``fast``'s net, 161 against 78 ms for ``best``'s. CPUs with AMX (``torch.cpu.
+    _is_amx_tile_supported()``) were not measured; a recipe can still ask for ``"bf16"``.
     """
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device_type == "cpu":
-        return bool(
-            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
     return False
 
 
@@ -48,9 +47,9 @@ def resolve_precision(kind: str, device: torch.device) -> str:
 def autocast(kind: str, device: torch.device) -> Iterator[None]:
     """Mixed precision for the forward pass: ``"bf16"``, ``"auto"`` or ``""`` (off).
 
-    bfloat16 keeps float32's exponent, so unlike float16 it needs no loss scaling. Where the
-    hardware has it (see :func:`native_bf16`) oneDNN and cuDNN run bf16 convolutions faster
-    than float32; ``"auto"`` uses it only there. The weights and the optimizer stay float32.
+    bfloat16 keeps float32's exponent, so unlike float16 it needs no loss scaling. ``"auto"``
+    uses it only where it was measured to pay (see :func:`native_bf16`: Ampere or newer
+    GPUs). The weights and the optimizer stay float32.
     """
     if not resolve_precision(kind, device):
         yield
