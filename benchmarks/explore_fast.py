@@ -1,6 +1,7 @@
 """Explore variants of a recipe: validation accuracy and fit time, one line per variant.
 
     .venv/bin/python benchmarks/explore_fast.py --set widths=8,16,32 --set lr=0.01 --seeds 2
+    .venv/bin/python benchmarks/explore_fast.py --recipe best --set members=1 --seeds 2 --committee
     .venv/bin/python benchmarks/explore_fast.py --precision   # bf16 vs float32 step times
     .venv/bin/python benchmarks/explore_fast.py --order       # conv-BN-ReLU-pool vs conv-pool-BN-ReLU
     .venv/bin/python benchmarks/explore_fast.py --allocator   # glibc malloc as is vs keeping freed blocks; fused AdamW
@@ -28,11 +29,21 @@ from pathlib import Path
 
 import torch
 
+from mnistkit import load_data
 from mnistkit.bench import format_machine, machine_info
+from mnistkit.engine import predict_logits
 from mnistkit.recipes import get_recipe
 from mnistkit.training import train
 
 MODEL_KEYS = {"widths", "tta", "depth", "dropout", "stem", "stem_kernel", "members"}
+
+
+def validation_split(fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and labels ``train(val_split=fraction)`` holds out: the last of the 60,000."""
+    (x, y), _ = load_data()
+    n = int(round(len(y) * fraction))
+    images = torch.from_numpy(x[-n:].copy()).unsqueeze(1).float().div_(255.0)
+    return images, torch.from_numpy(y[-n:].astype("int64"))
 
 
 def parse_value(text: str):
@@ -204,6 +215,9 @@ def main() -> int:
     ap.add_argument("--allocator", action="store_true",
                     help="only time steps with glibc malloc as is vs keep_freed_memory")  # fmt: skip
     ap.add_argument("--allocator-child", type=int, choices=(0, 1), help=argparse.SUPPRESS)
+    ap.add_argument("--committee", action="store_true",
+                    help="also the validation accuracy of each variant's seeds together "
+                         "(the mean of their logits, as models.Members answers)")  # fmt: skip
     args = ap.parse_args()
     if args.allocator_child is not None:
         allocator_child(bool(args.allocator_child), args.threads)
@@ -217,9 +231,10 @@ def main() -> int:
         (time_precision if args.precision else time_order)(args.threads)
         return 0
     print("machine:", format_machine(machine_info()))
+    val = validation_split(args.val_split) if args.committee else None
     with tempfile.TemporaryDirectory() as tmp:
         for i, (changes, rec) in enumerate(variants(args.recipe, args.set)):
-            accs, fits, cpus = [], [], []
+            accs, fits, cpus, logits = [], [], [], []
             for seed in range(args.seeds):
                 c0 = time.process_time()
                 run = train(rec, out=Path(tmp) / f"{i}-{seed}", seed=seed, device="cpu",
@@ -227,10 +242,16 @@ def main() -> int:
                 cpus.append(time.process_time() - c0)
                 accs.append(run.metrics["val_accuracy"])
                 fits.append(run.metrics["train_seconds"])
+                if val is not None:
+                    logits.append(predict_logits(run.model, val[0]))
             mean = sum(accs) / len(accs)
+            together = ""
+            if val is not None:
+                right = torch.stack(logits).mean(0).argmax(1) == val[1]
+                together = f"  committee of {len(logits)}: {100 * right.float().mean():.2f} %"
             print(f"{changes}  val {100 * mean:.2f} % (min {100 * min(accs):.2f})  "
-                  f"fit {sum(fits) / len(fits):.1f} s  cpu {sum(cpus) / len(cpus):.1f} s",
-                  flush=True)  # fmt: skip
+                  f"fit {sum(fits) / len(fits):.1f} s  cpu {sum(cpus) / len(cpus):.1f} s"
+                  f"{together}", flush=True)  # fmt: skip
     return 0
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -52,8 +53,8 @@ def train(recipe: Recipe, split: Split, parallel: bool) -> list[dict[str, torch.
     dp = distributed.DataParallel(ctx, model) if parallel else None
     steps: list[dict[str, torch.Tensor]] = []
 
-    def keep(m: torch.nn.Module, step: int, seconds: float) -> None:
-        steps.append({k: v.clone() for k, v in m.state_dict().items()})
+    def keep(get_model: Callable[[], torch.nn.Module], step: int, seconds: float) -> None:
+        steps.append({k: v.clone() for k, v in get_model().state_dict().items()})
 
     fit(model, opt, recipe, split, None, epochs=recipe.epochs, batch_size=recipe.batch_size,
         lr=recipe.lr, generator=torch.Generator().manual_seed(0), quiet=True, probe=keep,

@@ -223,12 +223,12 @@ def test_epoch_fraction_visits_part_of_each_shuffle(tiny_registered, tmp_path):
                      schedule="onecycle", schedule_kwargs={"warmup_epochs": 0.5})  # fmt: skip
     steps: list[int] = []
     run = tiny(recipe, out=tmp_path / "half", data_dir=tiny_registered,
-               probe=lambda model, step, s: steps.append(step))  # fmt: skip
+               probe=lambda get_model, step, s: steps.append(step))  # fmt: skip
     assert steps == list(range(1, 9))
     history = runs.read_history(run.path)
     assert len(history) == 2 and float(history[-1]["lr"]) < recipe.lr / 4
     whole = tiny(replace(recipe, epoch_fraction=1.0), out=tmp_path / "whole",
-                 data_dir=tiny_registered, probe=lambda model, step, s: steps.append(step))  # fmt: skip
+                 data_dir=tiny_registered, probe=lambda get_model, step, s: steps.append(step))  # fmt: skip
     assert steps[8:] == list(range(1, 15)) and len(runs.read_history(whole.path)) == 2
     constant = replace(recipe, schedule="constant")
     straight = tiny(replace(constant, epochs=3), out=tmp_path / "s", data_dir=tiny_registered)

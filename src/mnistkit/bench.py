@@ -79,7 +79,9 @@ class TargetProbe:
     """Evaluates the model every ``every`` steps until its test accuracy first reaches
     ``target``; records the fit seconds and step at which it did.
 
-    Called by :func:`mnistkit.engine.fit` as ``probe(model, step, fit_seconds)``.
+    Called by :func:`mnistkit.engine.fit` as ``probe(get_model, step, fit_seconds)``; the
+    model (a copy holding the EMA weights, for recipes with one) is asked for only on the
+    steps it evaluates.
     """
 
     def __init__(self, split: Any, target: float, every: int, batch_size: int = EVAL_BATCH):
@@ -89,10 +91,12 @@ class TargetProbe:
         self.accuracy: float | None = None
         self.evaluations = 0
 
-    def __call__(self, model: torch.nn.Module, step: int, fit_seconds: float) -> None:
+    def __call__(
+        self, get_model: Callable[[], torch.nn.Module], step: int, fit_seconds: float
+    ) -> None:
         if self.seconds is not None or step % self.every:
             return
-        acc = evaluate(model, self.split, self.batch_size)["accuracy"]
+        acc = evaluate(get_model(), self.split, self.batch_size)["accuracy"]
         self.evaluations += 1
         if acc >= self.target:
             self.seconds, self.step, self.accuracy = fit_seconds, step, acc

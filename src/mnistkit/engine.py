@@ -243,7 +243,7 @@ def fit(
     history: list[dict[str, Any]] | None = None,
     on_epoch_end: Callable[[int, list[dict[str, Any]]], None] | None = None,
     quiet: bool = False,
-    probe: Callable[[nn.Module, int, float], None] | None = None,
+    probe: Callable[[Callable[[], nn.Module], int, float], None] | None = None,
     parallel: DataParallel | None = None,
     extras: StepExtras | None = None,
     position: Position | None = None,
@@ -262,8 +262,10 @@ def fit(
         history: rows of the epochs already run, extended in place.
         on_epoch_end: called with (epoch, history) after each epoch: the checkpoint hook.
         quiet: no progress output.
-        probe: called after every step as ``probe(model, global_step, fit_seconds)`` (the
-            benchmark's time-to-accuracy probe); its own time is left out of ``seconds``.
+        probe: called after every step as ``probe(get_model, global_step, fit_seconds)`` (the
+            benchmark's time-to-accuracy probe); ``get_model()`` returns the model as it would
+            be saved now (with the EMA weights: a copy, so made only when the probe asks).
+            The probe's own time is left out of ``seconds``.
         parallel: under torchrun, the model's DDP wrapper: each rank trains on its slice of
             every global batch of ``batch_size`` and figures are summed over ranks.
         extras: the recipe's EMA and augmentation; given by a caller that checkpoints the
@@ -327,7 +329,7 @@ def fit(
                 progress.step(REFRESH_STEPS, loss_sum.item() / seen, correct.item() / seen)
             if probe is not None:  # timed out of the fit: t0 moves forward by its duration
                 t_probe = time.perf_counter()
-                probe(extras.eval_model(model), (epoch - 1) * steps + s + 1,
+                probe(lambda: extras.eval_model(model), (epoch - 1) * steps + s + 1,
                       fit_seconds + t_probe - t0)  # fmt: skip
                 t0 += time.perf_counter() - t_probe
         if progress.bar is not None:

@@ -89,7 +89,7 @@ def train(
     quiet: bool = False,
     resume: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
-    probe: Callable[[torch.nn.Module, int, float], None] | None = None,
+    probe: Callable[[Callable[[], torch.nn.Module], int, float], None] | None = None,
     data_parallel: bool = True,
 ) -> Run:
     """Train a recipe, evaluate it on the test split and write a run directory.
