@@ -250,8 +250,8 @@ def best() -> Recipe:
     - ``best-cnn``: ``fast-cnn`` with twice the channels and dropout before the classifier,
       each of its three blocks followed by one more 3x3 conv-BN-ReLU at the block's output
       size (``depth=2``: 12.4 M multiply-adds per image, 1.66x the single-conv net). On a
-      validation split (50,000 training / 10,000 validation images, seeds 0 and 1) it reached
-      99.73 and 99.71 % after 18 epochs, where the single-conv net plateaued at 99.59-99.65 %
+      validation split (50,000 training / 10,000 validation images, seeds 0 and 1, on the
+      EPYC) it reached 99.73 and 99.71 % after 18 epochs, where the single-conv net plateaued at 99.59-99.65 %
       (20 and 30 epochs, seed 0), its curve 0.05-0.12 points above at every epoch from the 6th;
     - a committee of two such nets (``members=2``, :class:`mnistkit.models.Members`: each
       member trains on its own loss from its own initial weights, the model answers with the
@@ -262,8 +262,8 @@ def best() -> Recipe:
       a choice made after a test figure was seen.) The members here share each batch and its
       distortions, where the validation pair had their own;
     - 18 epochs for each member: a step of the committee took 178 ms on the 2-core Xeon
-      (2 threads, distortion and EMA included, best of 3 rounds of 10), so 18 epochs of 469
-      steps take ~25 minutes there, under the half hour. (A single net took 114.5 ms a step
+      (2 threads, distortion and EMA included, best of 3 rounds of 10); 18 epochs of 469
+      steps took 1,309 and 1,237 s of fit there (seeds 0 and 1), under the half hour. (A single net took 114.5 ms a step
       on the AVX2 EPYC: by that figure the committee would need ~32 minutes there.)
     - every training image distorted afresh each epoch: rotation +-10 degrees, zoom +-10 %,
       shear +-8 degrees, shift +-2 px (``augment.py``, one ``grid_sample`` per batch);
