@@ -31,19 +31,19 @@ import torch
 
 from mnistkit import load_data
 from mnistkit.bench import format_machine, machine_info
-from mnistkit.engine import predict_logits
+from mnistkit.engine import Split, predict_logits, to_split
 from mnistkit.recipes import get_recipe
 from mnistkit.training import train
 
 MODEL_KEYS = {"widths", "tta", "depth", "dropout", "stem", "stem_kernel", "members"}
 
 
-def validation_split(fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_split(fraction: float) -> Split:
     """The images and labels ``train(val_split=fraction)`` holds out: the last of the 60,000."""
     (x, y), _ = load_data()
     n = int(round(len(y) * fraction))
-    images = torch.from_numpy(x[-n:].copy()).unsqueeze(1).float().div_(255.0)
-    return images, torch.from_numpy(y[-n:].astype("int64"))
+    return to_split(torch.from_numpy(x[-n:].copy()).unsqueeze(1),
+                    torch.from_numpy(y[-n:].astype("int64")), torch.device("cpu"))  # fmt: skip
 
 
 def parse_value(text: str):
@@ -243,11 +243,11 @@ def main() -> int:
                 accs.append(run.metrics["val_accuracy"])
                 fits.append(run.metrics["train_seconds"])
                 if val is not None:
-                    logits.append(predict_logits(run.model, val[0]))
+                    logits.append(predict_logits(run.model, val.x))
             mean = sum(accs) / len(accs)
             together = ""
             if val is not None:
-                right = torch.stack(logits).mean(0).argmax(1) == val[1]
+                right = torch.stack(logits).mean(0).argmax(1) == val.y
                 together = f"  committee of {len(logits)}: {100 * right.float().mean():.2f} %"
             print(f"{changes}  val {100 * mean:.2f} % (min {100 * min(accs):.2f})  "
                   f"fit {sum(fits) / len(fits):.1f} s  cpu {sum(cpus) / len(cpus):.1f} s"

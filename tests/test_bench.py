@@ -13,10 +13,9 @@ import pytest
 import torch
 from conftest import make_arrays
 
-from mnistkit import engine
 from mnistkit.bench import TargetProbe, bench_train, format_train
 from mnistkit.cli import main
-from mnistkit.engine import fit, to_split
+from mnistkit.engine import epoch_size, fit, to_split
 from mnistkit.models import create_model
 from mnistkit.optim import create_optimizer
 from mnistkit.recipes import get_recipe
@@ -73,6 +72,6 @@ def test_the_probe_copies_the_ema_model_only_when_it_evaluates(monkeypatch):
     probe = TargetProbe(test, target=1.01, every=3)
     fit(model, opt, recipe, train, None, epochs=1, batch_size=32, lr=recipe.lr,
         generator=torch.Generator().manual_seed(0), quiet=True, probe=probe)  # fmt: skip
-    steps = engine.epoch_size(len(train), 32)[1]
+    steps = epoch_size(len(train), 32)[1]
     assert steps == 7 and probe.evaluations == 2  # steps 3 and 6
     assert len(copies) == probe.evaluations
