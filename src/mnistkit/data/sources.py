@@ -1,7 +1,7 @@
 """Where a data set's raw IDX files can come from; each source returns ``{raw name: bytes}``.
 
 Every source verifies what it returns against the data set's raw SHA-256 sums (the contract
-of DESIGN.md), or raises :class:`DataError` saying what is wrong, so the caller can fall
+of docs/data.md), or raises :class:`DataError` saying what is wrong, so the caller can fall
 through to the next source or report one clear line.
 """
 
@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import DataError
-from .idx import encode_idx, parse_idx, read_bytes
+from mnistkit.errors import DataError
+from mnistkit.data.idx import encode_idx, parse_idx, read_bytes
 
 if TYPE_CHECKING:
-    from .data import Dataset
+    from mnistkit.data import Dataset
 
 
 def sha256(data: bytes) -> str:

@@ -4,7 +4,7 @@
 reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR:MASTER_PORT`` from the
 environment and :func:`setup` joins them into one process group (gloo on the CPU, NCCL on
 CUDA, each rank on GPU ``LOCAL_RANK``). ``mnistkit train --nproc N`` is a shortcut that
-launches the same thing through torchrun's own launcher (:mod:`mnistkit.launch`).
+launches the same thing through torchrun's own launcher (:mod:`mnistkit.training.launch`).
 
 How one step is split, so that a run does not depend on N except through floating-point
 order (see :class:`DataParallel`):
@@ -31,15 +31,14 @@ import atexit
 import datetime
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .engine import EVAL_BATCH
-from .errors import MnistkitError
+from mnistkit.errors import MnistkitError
+from mnistkit.training.loop import EVAL_BATCH
 
 DEFAULT_TIMEOUT_S = 600  # longest wait for another rank; override with $MNISTKIT_DIST_TIMEOUT
 
@@ -175,7 +174,7 @@ def _weighted_allreduce(state, bucket):
 
 
 class DataParallel:
-    """A model under DistributedDataParallel, and what :func:`mnistkit.engine.fit` asks of it.
+    """A model under DistributedDataParallel, and what :func:`mnistkit.training.loop.fit` asks of it.
 
     Args:
         ctx: from :func:`setup`.
@@ -228,9 +227,9 @@ class DataParallel:
     def evaluate(
         self, model: nn.Module, split: Any, batch_size: int = EVAL_BATCH
     ) -> dict[str, Any]:
-        """:func:`mnistkit.engine.evaluate` with each rank taking a contiguous part of the
+        """:func:`mnistkit.training.loop.evaluate` with each rank taking a contiguous part of the
         split: the same dict, on every rank."""
-        from .engine import logit_scores, predict_logits
+        from mnistkit.training.loop import logit_scores, predict_logits
 
         self.broadcast_state(model)
         n, ranks = len(split), self.ctx.world_size
@@ -242,38 +241,6 @@ class DataParallel:
         parts = [torch.empty_like(mine) for _ in range(ranks)]
         dist.all_gather(parts, mine)
         return logit_scores(torch.cat(parts)[:n], split.y)
-
-
-def train_ensemble(
-    recipe: Any, members: int, out: str | os.PathLike[str], seed: int = 0, **train_kwargs: Any
-) -> list[Any]:
-    """Train an ensemble of independent runs, one run per rank under torchrun.
-
-    Member ``k`` is an ordinary run with seed ``seed + k`` in ``OUT/member-K``; rank ``r`` of
-    ``W`` trains members ``r, r + W, ...`` in a process of its own (no gradients exchanged), and
-    writes their run directories. Outside torchrun one process trains them all.
-
-    Args:
-        recipe: as :func:`mnistkit.train` takes it.
-        members: how many runs.
-        out: the folder of the members' run directories.
-        seed: the first member's seed.
-        **train_kwargs: the rest of :func:`mnistkit.train`'s arguments.
-
-    Returns:
-        The :class:`mnistkit.training.Run` of each member this rank trained.
-    """
-    from .training import train
-
-    rank, world = int(os.environ.get("RANK", "0")), world_size()
-    train_kwargs["quiet"] = train_kwargs.get("quiet", False) or rank != 0
-    if torch.cuda.is_available():  # "cuda" then means this rank's own GPU
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    runs = []
-    for k in range(rank, members, world):
-        member = Path(out) / f"member-{k}"
-        runs.append(train(recipe, out=member, seed=seed + k, data_parallel=False, **train_kwargs))
-    return runs
 
 
 def is_main_process() -> bool:
