@@ -133,8 +133,6 @@ def test_val_split_and_history(tiny_registered, tmp_path):
         ({"lr": -1.0}, "learning rate"),
         ({"val_split": 1.0}, "validation split"),
         ({"device": "tpu"}, "device"),
-        ({"recipe": replace(get_recipe("seed-dense512"), epoch_fraction=0.0)}, "epoch_fraction"),
-        ({"recipe": replace(get_recipe("seed-dense512"), epoch_fraction=1.5)}, "epoch_fraction"),
     ],
 )
 def test_bad_input_writes_nothing(tiny_registered, tmp_path, kwargs, match):
@@ -214,25 +212,3 @@ def test_train_step_trains_ensemble_members_on_their_own_losses():
     (alone,) = torch.autograd.grad(losses[0], conv)
     torch.testing.assert_close(conv.grad, alone / 2)
     assert 0 <= int(correct) <= 6
-
-
-def test_epoch_fraction_visits_part_of_each_shuffle(tiny_registered, tmp_path):
-    """``epoch_fraction`` 0.5 on 200 images, batch 32: each epoch is 100 images in 4 steps
-    (32, 32, 32, 4), the schedule spans those steps, and the run resumes like any other."""
-    recipe = replace(get_recipe("seed-dense512"), epoch_fraction=0.5, batch_size=32, epochs=2,
-                     schedule="onecycle", schedule_kwargs={"warmup_epochs": 0.5})  # fmt: skip
-    steps: list[int] = []
-    run = tiny(recipe, out=tmp_path / "half", data_dir=tiny_registered,
-               probe=lambda get_model, step, s: steps.append(step))  # fmt: skip
-    assert steps == list(range(1, 9))
-    history = runs.read_history(run.path)
-    assert len(history) == 2 and float(history[-1]["lr"]) < recipe.lr / 4
-    whole = tiny(replace(recipe, epoch_fraction=1.0), out=tmp_path / "whole",
-                 data_dir=tiny_registered, probe=lambda get_model, step, s: steps.append(step))  # fmt: skip
-    assert steps[8:] == list(range(1, 15)) and len(runs.read_history(whole.path)) == 2
-    constant = replace(recipe, schedule="constant")
-    straight = tiny(replace(constant, epochs=3), out=tmp_path / "s", data_dir=tiny_registered)
-    tiny(constant, out=tmp_path / "r", data_dir=tiny_registered)
-    resumed = train(resume=tmp_path / "r", epochs=3, quiet=True, device="cpu",
-                    data_dir=tiny_registered)  # fmt: skip
-    assert_same_weights(weights(straight.model), weights(resumed.model))

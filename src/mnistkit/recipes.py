@@ -42,9 +42,6 @@ class Recipe:
     lr: float  # peak learning rate, per step of one batch (not scaled by batch size)
     batch_size: int  # examples per step
     epochs: int
-    # Each epoch visits this fraction of the training images: the first part of its fresh
-    # shuffle (1 for every seed and ours). Below 1 a run trains on less than one pass in all.
-    epoch_fraction: float = 1.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
     # Learning rate over the run, see train.lr_at: "constant", "cosine" (to 0, after a linear

@@ -75,11 +75,9 @@ def to_split(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> Split:
     return Split(x.to(device).float().div_(255.0), y.to(device))
 
 
-def epoch_size(n: int, batch_size: int, fraction: float = 1.0) -> tuple[int, int]:
-    """``(examples, steps)`` of one epoch over ``n`` images that visits ``fraction`` of them
-    (``Recipe.epoch_fraction``: the first part of each epoch's fresh shuffle)."""
-    examples = max(1, min(n, round(n * fraction)))
-    return examples, math.ceil(examples / batch_size)
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Steps in one epoch over ``n`` images: the last, smaller batch is kept (Keras)."""
+    return math.ceil(n / batch_size)
 
 
 def lr_at(recipe: Recipe, step: int, steps_per_epoch: int, total_steps: int, lr: float) -> float:
@@ -280,7 +278,7 @@ def fit(
         The history: one dict per epoch with ``runs.HISTORY_COLUMNS``.
     """
     history = [] if history is None else history
-    n, steps = epoch_size(len(train), batch_size, recipe.epoch_fraction)
+    n, steps = len(train), steps_per_epoch(len(train), batch_size)
     fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
     weights = l1_params(model) if recipe.l1 else None
     progress = Progress(epochs, steps, quiet)
@@ -302,7 +300,7 @@ def fit(
             perm, first = torch.randperm(len(train), generator=generator).to(dev), 0
             loss_sum = torch.zeros((), device=dev)
             correct = torch.zeros((), dtype=torch.long, device=dev)
-        seen = min(n, first * batch_size)  # examples this process trained on this epoch
+        seen = first * batch_size  # examples this process trained on this epoch
         for s in range(first, steps):
             if stop is not None and stop():  # steps 0..s-1 done: the RNGs stand before step s
                 if on_stop is not None:
@@ -313,7 +311,7 @@ def fit(
                 rate = lr_at(recipe, (epoch - 1) * steps + s, steps, epochs * steps, lr)
                 for g in optimizer.param_groups:
                     g["lr"] = rate
-            idx = perm[s * batch_size : min(n, (s + 1) * batch_size)]
+            idx = perm[s * batch_size : (s + 1) * batch_size]
             batch: tuple[torch.Tensor, torch.Tensor] | None
             batch = extras.augment(train.x.index_select(0, idx)), train.y[idx]
             if parallel is not None and (batch := parallel.shard(*batch)) is None:

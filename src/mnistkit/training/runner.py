@@ -33,7 +33,7 @@ from mnistkit.models import create_model
 from mnistkit.recipes import Recipe, get_recipe
 from mnistkit.training import distributed
 from mnistkit.training.interrupt import StopOnSignal
-from mnistkit.training.loop import Split, epoch_size, evaluate, fit, to_split
+from mnistkit.training.loop import Split, evaluate, fit, steps_per_epoch, to_split
 from mnistkit.training.optim import create_optimizer
 from mnistkit.training.resume import Checkpointer, check_room
 from mnistkit.training.speed import StepExtras
@@ -122,8 +122,8 @@ def train(
 
     Raises:
         MnistkitError: an unknown recipe, non-positive epochs/batch size/learning rate, a bad
-            validation fraction, epoch fraction or device, an occupied ``out``, a bad
-            ``resume`` folder, or unavailable data. Nothing is written in these cases.
+            validation fraction or device, an occupied ``out``, a bad ``resume`` folder, or
+            unavailable data. Nothing is written in these cases.
     """
     t_start = time.perf_counter()
     for name, value in (("epochs", epochs), ("batch size", batch_size), ("threads", threads)):
@@ -152,9 +152,6 @@ def train(
         rec = get_recipe(recipe) if isinstance(recipe, str) else recipe
     rec = replace(rec, epochs=epochs or rec.epochs, batch_size=batch_size or rec.batch_size,
                   lr=lr or rec.lr)  # fmt: skip
-    fraction = rec.epoch_fraction
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
-        raise MnistkitError(f"the recipe's epoch_fraction must lie in (0, 1], not {fraction!r}.")
     out = Path(out or Path("runs") / f"{rec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     occupied = out.exists() and any(not is_temp(p.name) for p in out.iterdir())
     if resume is None and occupied and not overwrite:
@@ -213,7 +210,7 @@ def train(
     start_epoch, position = 0, None
     history: list[dict[str, Any]] = []
     if resume is not None and (out / runs.CHECKPOINT).is_file():
-        steps = epoch_size(n_fit, rec.batch_size, rec.epoch_fraction)[1]
+        steps = steps_per_epoch(n_fit, rec.batch_size)
         start_epoch, history, position = ckpt.restore(file_config, n_fit, steps)
         if start_epoch > rec.epochs or (start_epoch == rec.epochs and _finished(out, start_epoch)):
             raise MnistkitError(f"{str(out)!r} already ran {start_epoch} epochs; pass --epochs "
