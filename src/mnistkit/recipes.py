@@ -31,6 +31,8 @@ from typing import Any
 
 from mnistkit.errors import MnistkitError
 
+SCHEDULES = ("constant", "onecycle")  # see training.loop.lr_at
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -44,9 +46,8 @@ class Recipe:
     epochs: int
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
-    # Learning rate over the run, see train.lr_at: "constant", "cosine" (to 0, after a linear
-    # warm-up of warmup_epochs), "onecycle" (linear up for warmup_epochs, then linear to 0),
-    # "step" (times gamma every step_epochs).
+    # Learning rate over the run, see loop.lr_at: "constant" (the seeds), or "onecycle" (linear
+    # up for schedule_kwargs["warmup_epochs"], then linear to 0).
     schedule: str = "constant"
     schedule_kwargs: dict[str, float] = field(default_factory=dict)
     loss: str = "categorical cross-entropy on softmax outputs"
@@ -68,6 +69,13 @@ class Recipe:
     reported_test_accuracy: float | None = None  # the seed's own figure, as a fraction
     reported_train_accuracy: float | None = None
     notes: str = ""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise MnistkitError(
+                f"recipe {self.name!r}: the schedule is {' or '.join(SCHEDULES)}, "
+                f"not {self.schedule!r}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -84,8 +84,8 @@ def lr_at(recipe: Recipe, step: int, steps_per_epoch: int, total_steps: int, lr:
     """The learning rate for optimizer step ``step`` (from 0) under the recipe's schedule.
 
     Args:
-        recipe: gives ``schedule`` and ``schedule_kwargs`` (``warmup_epochs``, ``gamma``,
-            ``step_epochs``).
+        recipe: gives ``schedule`` (``"constant"`` or ``"onecycle"``) and ``schedule_kwargs``
+            (``warmup_epochs``).
         step: the global step about to be taken.
         steps_per_epoch: steps in one epoch.
         total_steps: steps in the whole run.
@@ -94,22 +94,15 @@ def lr_at(recipe: Recipe, step: int, steps_per_epoch: int, total_steps: int, lr:
     Returns:
         The rate for this step.
     """
-    kw = recipe.schedule_kwargs
-    warmup = int(kw.get("warmup_epochs", 0) * steps_per_epoch)
     if recipe.schedule == "constant":
         return lr
-    if recipe.schedule == "step":
-        return lr * kw.get("gamma", 0.1) ** (
-            step // int(kw.get("step_epochs", 1) * steps_per_epoch)
-        )
+    if recipe.schedule != "onecycle":
+        raise ValueError(f"unknown schedule {recipe.schedule!r}")
+    warmup = int(recipe.schedule_kwargs.get("warmup_epochs", 0) * steps_per_epoch)
     if step < warmup:
         return lr * (step + 1) / warmup
     frac = (step - warmup) / max(1, total_steps - warmup)  # 0 -> 1 after warm-up
-    if recipe.schedule == "cosine":
-        return lr * 0.5 * (1 + math.cos(math.pi * frac))
-    if recipe.schedule == "onecycle":
-        return lr * (1 - frac)
-    raise ValueError(f"unknown schedule {recipe.schedule!r}")
+    return lr * (1 - frac)
 
 
 def l1_params(model: nn.Module) -> list[torch.Tensor]:
