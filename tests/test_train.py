@@ -133,6 +133,10 @@ def test_val_split_and_history(tiny_registered, tmp_path):
         ({"lr": -1.0}, "learning rate"),
         ({"val_split": 1.0}, "validation split"),
         ({"device": "tpu"}, "device"),
+        (
+            {"recipe": replace(get_recipe("seed-dense512"), augment={"elastic_alpha": 34.0})},
+            "augment takes degrees",
+        ),
     ],
 )
 def test_bad_input_writes_nothing(tiny_registered, tmp_path, kwargs, match):

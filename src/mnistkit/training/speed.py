@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
+
+from mnistkit.errors import MnistkitError
 
 
 @functools.cache
@@ -126,7 +129,13 @@ class StepExtras:
     def __init__(self, model: nn.Module, recipe: Any, generator: torch.Generator | None):
         from mnistkit.training.augment import AugmentConfig
 
-        self.aug = AugmentConfig(**recipe.augment) if recipe.augment else None
+        try:
+            self.aug = AugmentConfig(**recipe.augment) if recipe.augment else None
+        except TypeError:
+            known = ", ".join(f.name for f in dataclasses.fields(AugmentConfig))
+            raise MnistkitError(
+                f"recipe {recipe.name!r}: augment takes {known}, not {sorted(recipe.augment)}."
+            ) from None
         self.ema = EMA(model, recipe.ema) if recipe.ema else None
         self.generator = generator
 
