@@ -19,7 +19,7 @@ from mnistkit.runconfig import RETIRED_RECIPE_FIELDS
 from mnistkit.training.runner import train
 
 # What the seed recipes' recipe_settings held for each retired field.
-OLD_SETTINGS = {"epoch_fraction": 1.0}
+OLD_SETTINGS = {"epoch_fraction": 1.0, "eval_batch_size": 256}
 
 
 @pytest.fixture

@@ -55,9 +55,6 @@ class Recipe:
     l1: float = 0.0  # coefficient of sum|w| over the model's l1_weights, added to each batch loss
     preprocessing: str = "pixels / 255, float32"  # what the seed did; the model does any extra
     channels_last: bool = False  # NHWC memory format for convolutions: faster on CPU (oneDNN)
-    # Examples per forward pass when evaluating (speed and memory, not maths): 256 keeps the
-    # activations in the CPU's caches; 2000 made evaluation 2.4x slower on the 2-core AVX2 CPU.
-    eval_batch_size: int = 256
     # Speed and accuracy tricks of the `fast` and `best` recipes (off for the seeds):
     # "bf16": forward under bfloat16 autocast; "auto": bf16 only where it was measured to be
     # faster (speed.native_bf16: Ampere+ GPUs, no CPU so far), else float32; "": float32.

@@ -155,7 +155,7 @@ def bench_train(
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mnistkit-bench-") as tmp:
         for seed in range(first_seed, first_seed + seeds):
-            probe = TargetProbe(test, target, every, rec.eval_batch_size)
+            probe = TargetProbe(test, target, every)
             out = Path(keep if keep is not None else tmp) / f"seed{seed}"
             run = train(recipe, out=out, seed=seed, device=device,
                         threads=threads, dataset=dataset, data_dir=data_dir,

@@ -236,7 +236,7 @@ def train(
                           position=position, stop=stop, on_stop=ckpt.save_position)  # fmt: skip
         stop.check()  # a signal during the last step: the final checkpoint is on disk
         train_seconds = sum(row["seconds"] for row in history)
-        metrics = _final_metrics(model, rec, train_split, val, test, parallel)
+        metrics = _final_metrics(model, train_split, val, test, parallel)
         metrics.update(
             recipe=rec.name, dataset=dataset, epochs=rec.epochs, seed=seed, device=dev.type,
             threads=torch.get_num_threads(), train_seconds=round(train_seconds, 3),
@@ -257,16 +257,16 @@ def _finished(out: Path, epochs: int) -> bool:
         return False
 
 
-def _final_metrics(model: torch.nn.Module, rec: Recipe, train: Split, val: Split | None,
+def _final_metrics(model: torch.nn.Module, train: Split, val: Split | None,
                    test: Split, parallel: distributed.DataParallel | None = None,
                    ) -> dict[str, Any]:  # fmt: skip
     """Test and train figures of the final model in eval mode (no dropout), as Keras's
     ``evaluate`` gives them; the train figures are on the images it trained on (no val).
     Under torchrun each rank evaluates a part of each split."""
     score = evaluate if parallel is None else parallel.evaluate
-    te = score(model, test, rec.eval_batch_size)
-    tr = score(model, train, rec.eval_batch_size)
-    va = score(model, val, rec.eval_batch_size) if val is not None else None
+    te = score(model, test)
+    tr = score(model, train)
+    va = score(model, val) if val is not None else None
     return {
         "test_accuracy": te["accuracy"], "test_loss": te["loss"],
         "train_accuracy": tr["accuracy"], "train_loss": tr["loss"],
