@@ -19,7 +19,12 @@ from mnistkit.runconfig import RETIRED_RECIPE_FIELDS
 from mnistkit.training.runner import train
 
 # What the seed recipes' recipe_settings held for each retired field.
-OLD_SETTINGS = {"epoch_fraction": 1.0, "eval_batch_size": 256}
+OLD_SETTINGS = {
+    "epoch_fraction": 1.0,
+    "eval_batch_size": 256,
+    "loss": "categorical cross-entropy on softmax outputs",
+    "preprocessing": "pixels / 255, float32",
+}
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ RESUME_FIELDS = (
 # Recipe fields that earlier versions wrote into recipe_settings and this one no longer has.
 # Loading such a run needs only its model, so it is still evaluated, exported and predicted
 # with; resuming it is refused with a sentence that says why.
-RETIRED_RECIPE_FIELDS = ("epoch_fraction", "eval_batch_size")
+RETIRED_RECIPE_FIELDS = ("epoch_fraction", "eval_batch_size", "loss", "preprocessing")
 
 # Annotations of Recipe fields (strings: recipes.py uses postponed evaluation) -> rule.
 _RECIPE_TYPES: dict[str, Rule] = {
