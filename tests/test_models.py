@@ -113,6 +113,7 @@ def test_members_train_alone_and_answer_together():
     model = create_model("best-cnn", widths=(4, 8, 8), members=3, dropout=0.0)
     single = create_model("best-cnn", widths=(4, 8, 8), dropout=0.0)
     assert count_parameters(model) == 3 * count_parameters(single)
+    assert (model.members, single.members, create_model("dense512").members) == (3, 1, 1)
     members = list(model[0])
     assert not torch.equal(members[0][0].weight, members[1][0].weight)
     x = torch.rand(5, 1, 28, 28)

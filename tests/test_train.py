@@ -201,14 +201,16 @@ def test_progress_output(tty, quiet):
 
 
 def test_train_step_trains_ensemble_members_on_their_own_losses():
-    """With ``models.Members`` the loss is the mean of the members' losses: each member's
-    gradient is what it would get alone (halved, for two), none flows between them, and
-    the count of right answers is the ensemble's, at most the batch size."""
+    """With ``models.Members`` (the model states its member count) the loss is the mean of the
+    members' losses: each member's gradient is what it would get alone (halved, for two),
+    none flows between them, and the count of right answers is the ensemble's, at most the
+    batch size."""
     torch.manual_seed(0)
     model = create_model("best-cnn", widths=(4, 8, 8), members=2, dropout=0.0)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # a step that moves nothing
     x, y = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
-    loss, correct = train_step(model, opt, x, y, label_smoothing=0.1)
+    assert model.members == 2
+    loss, correct = train_step(model, opt, x, y, label_smoothing=0.1, members=2)
     a, b = model[0]
     losses = [F.cross_entropy(m(x), y, label_smoothing=0.1) for m in (a, b)]
     torch.testing.assert_close(loss, (losses[0] + losses[1]) / 2)
@@ -216,3 +218,5 @@ def test_train_step_trains_ensemble_members_on_their_own_losses():
     (alone,) = torch.autograd.grad(losses[0], conv)
     torch.testing.assert_close(conv.grad, alone / 2)
     assert 0 <= int(correct) <= 6
+    with pytest.raises(ValueError, match="12 rows of logits for 6 labels"):
+        train_step(model, opt, x, y)  # a committee not stated is not guessed

@@ -45,6 +45,10 @@ class Net(nn.Sequential):
         layers: the layers in order.
         l1_weights: names of the parameters a recipe's L1 penalty applies to (the kernels
             that had a ``kernel_regularizer`` in the seed); ``None`` means every kernel.
+
+    Attributes:
+        members: how many nets' logits the output stacks in training mode, ``(members * N,
+            10)``: 1, or the size of a :class:`Members` layer. ``train_step`` scores each.
     """
 
     def __init__(self, layers: list[nn.Module], l1_weights: list[str] | None = None):
@@ -58,6 +62,7 @@ class Net(nn.Sequential):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         self.l1_weights = l1_weights or [n for n, p in self.named_parameters() if p.dim() > 1]
+        self.members = next((len(m) for m in layers if isinstance(m, Members)), 1)
 
 
 class Scale(nn.Module):
@@ -288,10 +293,11 @@ class Members(nn.ModuleList):
     """Independent nets side by side: an ensemble that trains and ships as one model.
 
     In training mode the output stacks every member's logits, ``(members * N, 10)``, so the
-    loss (the engine repeats the labels to match, see ``engine.train_step``) is the mean of
-    the members' own losses: no gradient crosses from one member to another and each learns
-    as if alone, from its own initial weights. In eval mode the output is the mean of the
-    members' logits, ``(N, 10)``: what ``evaluate``, ``predict``, ``serve`` and ONNX see.
+    loss (``training.loop.train_step`` repeats the labels ``Net.members`` times to match) is
+    the mean of the members' own losses: no gradient crosses from one member to another and
+    each learns as if alone, from its own initial weights. In eval mode the output is the
+    mean of the members' logits, ``(N, 10)``: what ``evaluate``, ``predict``, ``serve`` and
+    ONNX see.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -121,6 +121,7 @@ def train_step(
     l1_weights: list[torch.Tensor] | None = None,
     label_smoothing: float = 0.0,
     precision: str = "",
+    members: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on one batch.
 
@@ -134,6 +135,9 @@ def train_step(
         label_smoothing: as ``F.cross_entropy`` takes it.
         precision: ``"bf16"`` runs the forward pass under bfloat16 autocast (see
             :func:`mnistkit.training.speed.autocast`); ``""`` keeps float32.
+        members: how many nets' logits the model stacks in training (``models.Net.members``,
+            a committee): each is scored against ``y``, the loss is the mean of their losses
+            and the answer the mean of their logits.
 
     Returns:
         ``(loss, correct)`` as 0-d tensors, not synchronised: the batch's mean objective
@@ -141,10 +145,10 @@ def train_step(
     """
     with autocast(precision, x.device):
         logits = model(x).float()  # the loss in float32, whatever the forward ran in
-    # An ensemble (models.Members) returns each member's logits, (members * B, 10): every
-    # member is scored against the labels, the loss is their mean, the answer their average.
-    members = logits.shape[0] // len(y)
-    targets = y.repeat(members) if members > 1 else y
+    if logits.shape[0] != members * len(y):
+        raise ValueError(f"{logits.shape[0]} rows of logits for {len(y)} labels: the model "
+                         f"stacks {members} member(s)' logits, (members * B, 10)")  # fmt: skip
+    targets = y.repeat(members) if members > 1 else y  # (members * B,)
     loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
     if l1 and l1_weights:
         loss = loss + l1 * sum(w.abs().sum() for w in l1_weights)
@@ -276,6 +280,7 @@ def fit(
     n, steps = len(train), steps_per_epoch(len(train), batch_size)
     fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
     weights = l1_params(model) if recipe.l1 else None
+    members = getattr(model, "members", 1)  # models.Net says; any other module is one net
     progress = Progress(epochs, steps, quiet)
     extras = extras or StepExtras(model, recipe, generator)
     fit_seconds = sum(row["seconds"] for row in history)
@@ -313,7 +318,7 @@ def fit(
                 continue  # fewer examples than ranks: every rank skips it
             xb, yb = batch[0].contiguous(memory_format=fmt), batch[1]
             loss, right = train_step(net, optimizer, xb, yb, recipe.l1, weights,
-                                     recipe.label_smoothing, recipe.precision)  # fmt: skip
+                                     recipe.label_smoothing, recipe.precision, members)  # fmt: skip
             extras.after_step(model)
             loss_sum += loss * len(yb)
             correct += right
