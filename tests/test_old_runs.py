@@ -11,10 +11,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import mnistkit
+from mnistkit import rundir as runs
 from mnistkit.cli import main
+from mnistkit.models import create_model
 from mnistkit.runconfig import RETIRED_RECIPE_FIELDS
 from mnistkit.training.runner import train
 
@@ -68,3 +71,31 @@ def test_resuming_an_old_run_is_one_line_that_says_why(old_run, tiny_registered,
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "earlier mnistkit" in err and all(name in err for name in OLD_SETTINGS)
     assert {p.name: p.read_bytes() for p in old_run.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "model, kwargs, built",
+    [  # the fast recipe before its strided stem; best before its depth and committee
+        ("fast-cnn", {"widths": [8, 16, 32], "tta": 5}, {"widths": (8, 16, 32), "stem": "pool"}),
+        ("best-cnn", {"widths": [4, 8, 8], "dropout": 0.25, "tta": 5},
+         {"widths": (4, 8, 8), "members": 1, "depth": 1}),
+    ],
+)  # fmt: skip
+def test_an_old_run_gets_the_model_defaults_of_its_time(old_run, model, kwargs, built):
+    """Arguments an old config.json left out mean what the constructor took for them then;
+    a run written now that leaves them out means today's defaults."""
+    torch.manual_seed(0)
+    net = create_model(model, **built)
+    config = runs.read_config(old_run)
+    config.update(model=model, model_kwargs=kwargs)
+    runs.save_run(old_run, net, config, runs.read_metrics(old_run), [])
+    loaded, _ = runs.load_model(old_run)
+    assert repr(loaded) == repr(net)
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+    for key in OLD_SETTINGS:  # as this version writes it
+        del config["recipe_settings"][key]
+    today = create_model(model)
+    runs.save_run(old_run, today, {**config, "model_kwargs": {}}, runs.read_metrics(old_run), [])
+    assert repr(runs.load_model(old_run)[0]) == repr(today)
