@@ -25,12 +25,11 @@ def native_bf16(device_type: str) -> bool:
     """Whether bfloat16 autocast trains our nets faster than float32 here.
 
     On CUDA: compute capability 8.0 (Ampere) or newer runs bf16 in its tensor cores. On the
-    CPU: never, as measured on both CPUs the project has run on. On an AVX2-only AMD EPYC
-    bf16 is emulated, 4-9x slower per step than float32 (``benchmarks/explore_fast.py
-    --precision``). On an Intel Xeon with AVX-512 BF16 but no AMX tiles (2 threads,
-    channels-last, a step of the recipe's batch) it is still slower: 11.95 against 9.79 ms
-    for ``fast``'s net, 161 against 78 ms for ``best``'s. CPUs with AMX (``torch.cpu.
-    _is_amx_tile_supported()``) were not measured; a recipe can still ask for ``"bf16"``.
+    CPU: never. Emulated on an AVX2-only CPU it was 4-9x slower per step than float32, and on
+    an AVX-512 BF16 CPU without AMX tiles still slower: 11.95 against 9.79 ms a step for
+    ``fast``'s net, 161 against 78 ms for ``best``'s (benchmarks/RESULTS.md). CPUs with AMX
+    (``torch.cpu._is_amx_tile_supported()``) were not measured; a recipe can still ask for
+    ``"bf16"``.
     """
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
