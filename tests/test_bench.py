@@ -17,7 +17,7 @@ from mnistkit.bench.train import TargetProbe, bench_train, format_train
 from mnistkit.cli import main
 from mnistkit.models import create_model
 from mnistkit.recipes import get_recipe
-from mnistkit.training.loop import epoch_size, fit, to_split
+from mnistkit.training.loop import fit, steps_per_epoch, to_split
 from mnistkit.training.optim import create_optimizer
 from mnistkit.training.speed import StepExtras
 
@@ -72,6 +72,6 @@ def test_the_probe_copies_the_ema_model_only_when_it_evaluates(monkeypatch):
     probe = TargetProbe(test, target=1.01, every=3)
     fit(model, opt, recipe, train, None, epochs=1, batch_size=32, lr=recipe.lr,
         generator=torch.Generator().manual_seed(0), quiet=True, probe=probe)  # fmt: skip
-    steps = epoch_size(len(train), 32)[1]
+    steps = steps_per_epoch(len(train), 32)
     assert steps == 7 and probe.evaluations == 2  # steps 3 and 6
     assert len(copies) == probe.evaluations

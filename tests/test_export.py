@@ -61,7 +61,8 @@ def test_export_of_a_missing_run_is_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"members": 2}, {"stem": "stride", "stem_kernel": 5}, {"depth": 2, "members": 2}]
+    "kwargs",
+    [{"members": 2, "depth": 1}, {"stem": "stride", "stem_kernel": 5}, {"depth": 2, "members": 2}],
 )
 def test_ensembles_and_strided_stems_export(kwargs):
     """``best-cnn`` with two members (their mean, each with TTA) and ``fast-cnn`` with the

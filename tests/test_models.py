@@ -23,13 +23,15 @@ def conv_bn_params(c_in: int, c_out: int, k: int = 3) -> int:
     return k * k * c_in * c_out + 2 * c_out  # bias-free kernel + batch norm's scale and shift
 
 
-# Our own models, counted by hand from their layer lists.
+# Our own models at their defaults (the fast and best recipes' nets), counted by hand from
+# their layer lists: fast-cnn's 5x5 stride-2 stem and two blocks; best-cnn's two members, each
+# with three blocks, three same-size convolutions (depth 2) and its Linear.
 OUR_PARAMS = {
-    "fast-cnn": sum(conv_bn_params(a, b) for a, b in ((1, 16), (16, 32), (32, 64))) + 576 * 10 + 10,
-    "best-cnn": sum(conv_bn_params(a, b) for a, b in ((1, 32), (32, 64), (64, 128)))
-    + 1152 * 10
-    + 10,
-}
+    "fast-cnn": conv_bn_params(1, 8, k=5) + conv_bn_params(8, 16) + conv_bn_params(16, 32)
+    + 288 * 10 + 10,
+    "best-cnn": 2 * (sum(conv_bn_params(a, b) for a, b in ((1, 32), (32, 64), (64, 128)))
+                     + sum(conv_bn_params(c, c) for c in (32, 64, 128)) + 1152 * 10 + 10),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -37,8 +39,8 @@ def test_forward_backward(name):
     torch.manual_seed(0)
     model = create_model(name)
     x = torch.rand(3, 1, 28, 28)
-    logits = model(x)
-    assert logits.shape == (3, 10) and logits.dtype == torch.float32
+    logits = model(x)  # training mode: a committee stacks its members' logits
+    assert logits.shape == (3 * model.members, 10) and logits.dtype == torch.float32
     logits.logsumexp(1).sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
@@ -111,8 +113,9 @@ def test_members_train_alone_and_answer_together():
     their mean (each with its TTA); the members start from different weights."""
     torch.manual_seed(0)
     model = create_model("best-cnn", widths=(4, 8, 8), members=3, dropout=0.0)
-    single = create_model("best-cnn", widths=(4, 8, 8), dropout=0.0)
+    single = create_model("best-cnn", widths=(4, 8, 8), members=1, dropout=0.0)
     assert count_parameters(model) == 3 * count_parameters(single)
+    assert (model.members, single.members, create_model("dense512").members) == (3, 1, 1)
     members = list(model[0])
     assert not torch.equal(members[0][0].weight, members[1][0].weight)
     x = torch.rand(5, 1, 28, 28)
@@ -120,7 +123,7 @@ def test_members_train_alone_and_answer_together():
     assert trained.shape == (15, 10)
     alone = []
     for k, member in enumerate(members):  # each member as a net of its own, same weights
-        net = create_model("best-cnn", widths=(4, 8, 8), dropout=0.0)
+        net = create_model("best-cnn", widths=(4, 8, 8), members=1, dropout=0.0)
         net.load_state_dict(
             {
                 name: v
@@ -137,8 +140,8 @@ def test_members_train_alone_and_answer_together():
 def test_strided_stem_replaces_the_first_pool():
     """``stem="stride"``: a stride-2 convolution takes 28x28 to 14x14 in place of the full-size
     convolution and max pool; the rest of the net and its parameter count stay the same."""
-    pooled = create_model("fast-cnn", widths=(8, 16, 32))
-    strided = create_model("fast-cnn", widths=(8, 16, 32), stem="stride")
+    pooled = create_model("fast-cnn", stem="pool", stem_kernel=3)
+    strided = create_model("fast-cnn", stem="stride", stem_kernel=3)
     assert count_parameters(strided) == count_parameters(pooled)
     assert not any(isinstance(m, torch.nn.MaxPool2d) for m in list(strided)[:3])
     assert strided[0](torch.rand(2, 1, 28, 28)).shape == (2, 8, 14, 14)
@@ -150,7 +153,7 @@ def test_strided_stem_replaces_the_first_pool():
 @pytest.mark.parametrize("k", [2, 3, 4, 5, 6, 7])
 def test_a_strided_stem_of_any_kernel_halves_the_image(k):
     """The stem's kernel sets how much each output sees; every size gives 14x14 maps."""
-    net = create_model("fast-cnn", widths=(8, 16, 32), stem="stride", stem_kernel=k)
+    net = create_model("fast-cnn", stem_kernel=k)
     assert net[0].kernel_size == (k, k)
     assert net[0](torch.rand(2, 1, 28, 28)).shape == (2, 8, 14, 14)
     assert net.eval()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
@@ -174,8 +177,8 @@ def test_a_4x4_strided_stem_sees_the_window_of_conv_and_pool():
 def test_depth_adds_same_size_convolutions_after_each_block():
     """``depth=2``: each block is followed by one more 3x3 conv-BN-ReLU at its output size;
     the output shape stays (N, 10) and the count of convolutions goes from 3 to 6."""
-    shallow = create_model("best-cnn", widths=(4, 8, 8))
-    deep = create_model("best-cnn", widths=(4, 8, 8), depth=2)
+    shallow = create_model("best-cnn", widths=(4, 8, 8), members=1, depth=1)
+    deep = create_model("best-cnn", widths=(4, 8, 8), members=1, depth=2)
 
     def convs(net):
         return [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]

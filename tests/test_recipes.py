@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mnistkit.models import TTANet, create_model
-from mnistkit.recipes import get_recipe
+from mnistkit.recipes import RECIPES, get_recipe
 from mnistkit.training.loop import evaluate, fit, to_split
 from mnistkit.training.optim import create_optimizer
 from mnistkit.training.runner import train
@@ -73,6 +73,18 @@ def test_auto_precision_follows_the_hardware():
     assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("", cpu) == ""
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp8", cpu)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_a_models_defaults_build_its_recipes_net(name):
+    """Each recipe owns its model: built with no arguments, it is the net the recipe trains,
+    so `mnistkit models`, `mnistkit summary` and `bench infer --model` show that net."""
+    rec = get_recipe(name)
+    default, trained = create_model(rec.model), create_model(rec.model, **rec.model_kwargs)
+    assert repr(default) == repr(trained)
+    assert getattr(default, "tta", 1) == getattr(trained, "tta", 1)
+    shapes = [{k: v.shape for k, v in m.state_dict().items()} for m in (default, trained)]
+    assert shapes[0] == shapes[1]
 
 
 @pytest.mark.parametrize("name", ["fast-cnn", "best-cnn"])

@@ -1,9 +1,9 @@
 """Interruptions of ``mnistkit train`` as a user meets them: real processes and real signals.
 
 Each test runs ``tests/train_driver.py`` (the CLI with the synthetic data set and the
-``resume-test`` recipe: dropout, augmentation, cosine schedule, EMA) in a subprocess, stops it
-(Ctrl-C, SIGTERM, ``kill -9``), resumes it with ``mnistkit train --resume`` and compares the
-result with an uninterrupted run, bit for bit. ``MNISTKIT_KILL_POINTS`` sets how many
+``resume-test`` recipe: dropout, augmentation, one-cycle schedule, EMA) in a subprocess,
+stops it (Ctrl-C, SIGTERM, ``kill -9``), resumes it with ``mnistkit train --resume`` and
+compares the result with an uninterrupted run, bit for bit. ``MNISTKIT_KILL_POINTS`` sets how many
 ``kill -9`` points the random test tries (default 6), ``MNISTKIT_KILL_SEED`` its seed.
 """
 

@@ -13,8 +13,8 @@ Run as ``python tests/train_driver.py ARGV...`` with:
   from outside lands during training.
 
 The recipe ``resume-test`` exercises every piece of state a resume must restore: dropout (the
-global RNG), augmentation (the shuffling generator), L1, label smoothing, a warm-up + cosine
-schedule (the global step) and a weight EMA.
+global RNG), augmentation (the shuffling generator), L1, label smoothing, a one-cycle
+schedule with warm-up (the global step) and a weight EMA.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from mnistkit.training import loop as engine
 
 def resume_recipe() -> Recipe:
     return replace(get_recipe("seed-mlp-l1"), name="resume-test", epochs=3, batch_size=16,
-                   lr=0.003, schedule="cosine", schedule_kwargs={"warmup_epochs": 0.5},
+                   lr=0.003, schedule="onecycle", schedule_kwargs={"warmup_epochs": 0.5},
                    label_smoothing=0.05, ema=0.9, augment={"degrees": 10.0, "translate": 1.0})  # fmt: skip
 
 

@@ -10,11 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 # How long an idle OpenMP thread spins before it sleeps (libgomp, read when torch loads, so
 # set before that; a value the user set wins). Spinning is free on a quiet machine and ruinous
-# on a busy one, where the spinner steals the core its partner needs at every barrier. Half an
-# epoch of `fast` on the 2-core Intel Xeon (2 threads, 2026-12-02; the README's `fast`
-# section has the table): libgomp's default of 300,000 spins took 2.2 s quiet but 77 s beside
-# four busy processes; sleeping at once (OMP_WAIT_POLICY=PASSIVE, 0 spins) 3.5-4.8 s quiet,
-# 4.5-5.3 s loaded; 10,000 spins 2.3-2.4 s quiet, 4.3-6.2 s loaded (30,000: 15.7 s loaded).
+# on a busy one, where the spinner steals the core its partner needs at every barrier: half an
+# epoch of `fast` on 2 cores took 2.2 s quiet but 77 s beside four busy processes at libgomp's
+# default of 300,000 spins, 2.3-2.4 s and 4.3-6.2 s at 10,000 (benchmarks/RESULTS.md).
 # GOMP_SPINCOUNT overrides the policy's count; PASSIVE stays for OpenMP runtimes without it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")

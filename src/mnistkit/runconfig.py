@@ -78,6 +78,10 @@ RESUME_FIELDS = (
     "recipe", "recipe_settings", "model", "model_kwargs", "optimizer", "optimizer_kwargs",
     "epochs", "batch_size", "lr", "seed", "val_split", "dataset", "n_train", "n_val",
 )  # fmt: skip
+# Recipe fields that earlier versions wrote into recipe_settings and this one no longer has.
+# Loading such a run needs only its model, so it is still evaluated, exported and predicted
+# with; resuming it is refused with a sentence that says why.
+RETIRED_RECIPE_FIELDS = ("epoch_fraction", "eval_batch_size", "loss", "preprocessing")
 
 # Annotations of Recipe fields (strings: recipes.py uses postponed evaluation) -> rule.
 _RECIPE_TYPES: dict[str, Rule] = {
@@ -124,6 +128,13 @@ def check_config(config: Any, path: str | Path, resume: bool = False) -> dict[st
 def _check_recipe_settings(settings: dict[str, Any], where: str) -> None:
     from mnistkit.recipes import Recipe
 
+    retired = sorted(set(settings) & set(RETIRED_RECIPE_FIELDS))
+    if retired:
+        raise MnistkitError(
+            f"{where!r} was written by an earlier mnistkit whose recipes had settings since "
+            f"removed ({', '.join(retired)}): the run can still be evaluated, exported and "
+            f"predicted with, but not resumed; train it again."
+        )
     fields = {f.name: f for f in dataclasses.fields(Recipe)}
     unknown = sorted(set(settings) - set(fields))
     missing = sorted(

@@ -30,7 +30,7 @@ import torch
 from mnistkit import sealed
 from mnistkit.errors import MnistkitError
 from mnistkit.fileio import write_atomic, write_json_atomic, write_text_atomic
-from mnistkit.models import create_model
+from mnistkit.models import FORMER_DEFAULTS, create_model
 from mnistkit.runconfig import check_config
 
 METRIC_KEYS = (
@@ -170,7 +170,12 @@ def load_model(
             missing, truncated, or belongs to another architecture.
     """
     config = read_config(run_dir)
-    model = create_model(config["model"], **config["model_kwargs"])
+    kwargs = config["model_kwargs"]
+    # Every run written before the model defaults changed records the recipe field "loss",
+    # since removed; its left-out arguments meant the defaults of that time.
+    if "loss" in config.get("recipe_settings", {}):
+        kwargs = {**FORMER_DEFAULTS.get(config["model"], {}), **kwargs}
+    model = create_model(config["model"], **kwargs)
     tensors, _ = sealed.unpack(Path(run_dir) / WEIGHTS, "weights")
     _load_weights(model, tensors, Path(run_dir) / WEIGHTS)
     return model.to(device).eval(), config

@@ -25,7 +25,7 @@ import torch
 
 from mnistkit import data
 from mnistkit.fileio import write_json_atomic
-from mnistkit.training.loop import EVAL_BATCH, epoch_size, evaluate, to_split
+from mnistkit.training.loop import EVAL_BATCH, evaluate, steps_per_epoch, to_split
 
 Log = Callable[[str], None]
 
@@ -151,12 +151,11 @@ def bench_train(
     (xtr, _), (xte, yte) = loaded.arrays
     test = to_split(torch.from_numpy(xte.copy()).unsqueeze(1),
                     torch.from_numpy(yte.astype("int64")), dev)  # fmt: skip
-    steps_per_epoch = epoch_size(len(xtr), rec.batch_size, rec.epoch_fraction)[1]
-    every = max(1, steps_per_epoch // probes_per_epoch)
+    every = max(1, steps_per_epoch(len(xtr), rec.batch_size) // probes_per_epoch)
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mnistkit-bench-") as tmp:
         for seed in range(first_seed, first_seed + seeds):
-            probe = TargetProbe(test, target, every, rec.eval_batch_size)
+            probe = TargetProbe(test, target, every)
             out = Path(keep if keep is not None else tmp) / f"seed{seed}"
             run = train(recipe, out=out, seed=seed, device=device,
                         threads=threads, dataset=dataset, data_dir=data_dir,

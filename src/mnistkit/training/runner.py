@@ -33,7 +33,7 @@ from mnistkit.models import create_model
 from mnistkit.recipes import Recipe, get_recipe
 from mnistkit.training import distributed
 from mnistkit.training.interrupt import StopOnSignal
-from mnistkit.training.loop import Split, epoch_size, evaluate, fit, to_split
+from mnistkit.training.loop import Split, evaluate, fit, steps_per_epoch, to_split
 from mnistkit.training.optim import create_optimizer
 from mnistkit.training.resume import Checkpointer, check_room
 from mnistkit.training.speed import StepExtras
@@ -122,8 +122,8 @@ def train(
 
     Raises:
         MnistkitError: an unknown recipe, non-positive epochs/batch size/learning rate, a bad
-            validation fraction, epoch fraction or device, an occupied ``out``, a bad
-            ``resume`` folder, or unavailable data. Nothing is written in these cases.
+            validation fraction or device, an occupied ``out``, a bad ``resume`` folder, or
+            unavailable data. Nothing is written in these cases.
     """
     t_start = time.perf_counter()
     for name, value in (("epochs", epochs), ("batch size", batch_size), ("threads", threads)):
@@ -152,9 +152,6 @@ def train(
         rec = get_recipe(recipe) if isinstance(recipe, str) else recipe
     rec = replace(rec, epochs=epochs or rec.epochs, batch_size=batch_size or rec.batch_size,
                   lr=lr or rec.lr)  # fmt: skip
-    fraction = rec.epoch_fraction
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
-        raise MnistkitError(f"the recipe's epoch_fraction must lie in (0, 1], not {fraction!r}.")
     out = Path(out or Path("runs") / f"{rec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     occupied = out.exists() and any(not is_temp(p.name) for p in out.iterdir())
     if resume is None and occupied and not overwrite:
@@ -213,7 +210,7 @@ def train(
     start_epoch, position = 0, None
     history: list[dict[str, Any]] = []
     if resume is not None and (out / runs.CHECKPOINT).is_file():
-        steps = epoch_size(n_fit, rec.batch_size, rec.epoch_fraction)[1]
+        steps = steps_per_epoch(n_fit, rec.batch_size)
         start_epoch, history, position = ckpt.restore(file_config, n_fit, steps)
         if start_epoch > rec.epochs or (start_epoch == rec.epochs and _finished(out, start_epoch)):
             raise MnistkitError(f"{str(out)!r} already ran {start_epoch} epochs; pass --epochs "
@@ -239,7 +236,7 @@ def train(
                           position=position, stop=stop, on_stop=ckpt.save_position)  # fmt: skip
         stop.check()  # a signal during the last step: the final checkpoint is on disk
         train_seconds = sum(row["seconds"] for row in history)
-        metrics = _final_metrics(model, rec, train_split, val, test, parallel)
+        metrics = _final_metrics(model, train_split, val, test, parallel)
         metrics.update(
             recipe=rec.name, dataset=dataset, epochs=rec.epochs, seed=seed, device=dev.type,
             threads=torch.get_num_threads(), train_seconds=round(train_seconds, 3),
@@ -260,16 +257,16 @@ def _finished(out: Path, epochs: int) -> bool:
         return False
 
 
-def _final_metrics(model: torch.nn.Module, rec: Recipe, train: Split, val: Split | None,
+def _final_metrics(model: torch.nn.Module, train: Split, val: Split | None,
                    test: Split, parallel: distributed.DataParallel | None = None,
                    ) -> dict[str, Any]:  # fmt: skip
     """Test and train figures of the final model in eval mode (no dropout), as Keras's
     ``evaluate`` gives them; the train figures are on the images it trained on (no val).
     Under torchrun each rank evaluates a part of each split."""
     score = evaluate if parallel is None else parallel.evaluate
-    te = score(model, test, rec.eval_batch_size)
-    tr = score(model, train, rec.eval_batch_size)
-    va = score(model, val, rec.eval_batch_size) if val is not None else None
+    te = score(model, test)
+    tr = score(model, train)
+    va = score(model, val) if val is not None else None
     return {
         "test_accuracy": te["accuracy"], "test_loss": te["loss"],
         "train_accuracy": tr["accuracy"], "train_loss": tr["loss"],

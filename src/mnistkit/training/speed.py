@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 from collections.abc import Iterator
 from typing import Any
@@ -16,18 +17,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from mnistkit.errors import MnistkitError
+
 
 @functools.cache
 def native_bf16(device_type: str) -> bool:
     """Whether bfloat16 autocast trains our nets faster than float32 here.
 
     On CUDA: compute capability 8.0 (Ampere) or newer runs bf16 in its tensor cores. On the
-    CPU: never, as measured on both CPUs the project has run on. On an AVX2-only AMD EPYC
-    bf16 is emulated, 4-9x slower per step than float32 (``benchmarks/explore_fast.py
-    --precision``). On an Intel Xeon with AVX-512 BF16 but no AMX tiles (2 threads,
-    channels-last, a step of the recipe's batch) it is still slower: 11.95 against 9.79 ms
-    for ``fast``'s net, 161 against 78 ms for ``best``'s. CPUs with AMX (``torch.cpu.
-    _is_amx_tile_supported()``) were not measured; a recipe can still ask for ``"bf16"``.
+    CPU: never. Emulated on an AVX2-only CPU it was 4-9x slower per step than float32, and on
+    an AVX-512 BF16 CPU without AMX tiles still slower: 11.95 against 9.79 ms a step for
+    ``fast``'s net, 161 against 78 ms for ``best``'s (benchmarks/RESULTS.md). CPUs with AMX
+    (``torch.cpu._is_amx_tile_supported()``) were not measured; a recipe can still ask for
+    ``"bf16"``.
     """
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -126,7 +128,13 @@ class StepExtras:
     def __init__(self, model: nn.Module, recipe: Any, generator: torch.Generator | None):
         from mnistkit.training.augment import AugmentConfig
 
-        self.aug = AugmentConfig(**recipe.augment) if recipe.augment else None
+        try:
+            self.aug = AugmentConfig(**recipe.augment) if recipe.augment else None
+        except TypeError:
+            known = ", ".join(f.name for f in dataclasses.fields(AugmentConfig))
+            raise MnistkitError(
+                f"recipe {recipe.name!r}: augment takes {known}, not {sorted(recipe.augment)}."
+            ) from None
         self.ema = EMA(model, recipe.ema) if recipe.ema else None
         self.generator = generator
 
