@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mnistkit.errors import MnistkitError
-from mnistkit.models import MODELS, count_parameters, create_model, summary
+from mnistkit.models import MODELS, count_parameters, create_model
+from mnistkit.report.summary import summary
 
 # Keras's figures for the seeds' architectures (model.summary() totals; seed 004 printed its
 # convolutions' 640, 73,856 and 295,168 itself).

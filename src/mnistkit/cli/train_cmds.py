@@ -223,7 +223,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from mnistkit.models import create_model, summary
+    from mnistkit.models import create_model
+    from mnistkit.report.summary import summary
 
     print(summary(create_model(args.model)))
     return 0
