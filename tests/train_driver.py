@@ -10,7 +10,9 @@ Run as ``python tests/train_driver.py ARGV...`` with:
   the fraction F of the temp file (F=1: after the temp file is complete, before the rename);
   ``KILLRENAME@N``: SIGKILL right after its N-th atomic write's rename;
 - ``MNISTKIT_STEP_SLEEP`` (optional): seconds to sleep in each step, so that a signal sent
-  from outside lands during training.
+  from outside lands during training;
+- ``MNISTKIT_STEP_GATE`` (optional): a path; each step waits until that file exists, so a test
+  decides when the training goes on.
 
 The recipe ``resume-test`` exercises every piece of state a resume must restore: dropout (the
 global RNG), augmentation (the shuffling generator), L1, label smoothing, a warm-up + cosine
@@ -94,11 +96,24 @@ def slow_steps(seconds: float) -> None:
     engine.train_step = step  # type: ignore[assignment]
 
 
+def gated_steps(gate: Path) -> None:
+    real_step = engine.train_step
+
+    def step(*args, **kwargs):  # type: ignore[no-untyped-def]
+        while not gate.exists():
+            time.sleep(0.02)
+        return real_step(*args, **kwargs)
+
+    engine.train_step = step  # type: ignore[assignment]
+
+
 if __name__ == "__main__":
     register_tiny(Path(os.environ["TINY_DATA_DIR"]))
     RECIPES["resume-test"] = resume_recipe
     if os.environ.get("MNISTKIT_STEP_SLEEP"):
         slow_steps(float(os.environ["MNISTKIT_STEP_SLEEP"]))
+    if os.environ.get("MNISTKIT_STEP_GATE"):
+        gated_steps(Path(os.environ["MNISTKIT_STEP_GATE"]))
     if os.environ.get("MNISTKIT_FAULT"):
         install_fault(os.environ["MNISTKIT_FAULT"])
     sys.exit(main(sys.argv[1:]))

@@ -15,6 +15,7 @@ before ``metrics.json`` is finished by ``--resume`` (see ``resume``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -28,7 +29,7 @@ import torch
 from . import data, distributed, runs
 from .engine import Split, epoch_size, evaluate, fit, to_split
 from .errors import MnistkitError
-from .fileio import is_temp, remove_stale_temps
+from .fileio import remove_stale_temps
 from .interrupt import StopOnSignal
 from .models import create_model
 from .optim import create_optimizer
@@ -154,11 +155,8 @@ def train(
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise MnistkitError(f"the recipe's epoch_fraction must lie in (0, 1], not {fraction!r}.")
     out = Path(out or Path("runs") / f"{rec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    occupied = out.exists() and any(not is_temp(p.name) for p in out.iterdir())
-    if resume is None and occupied and not overwrite:
-        raise MnistkitError(
-            f"{str(out)!r} already holds files; choose another --out or --resume it."
-        )
+    if resume is None and not overwrite:
+        _check_empty(out)  # early, so a refusal costs nothing; again under the lock below
     dev = resolve_device(device)
     create_model(rec.model, **rec.model_kwargs)  # fail on bad model arguments before loading data
     # After every check (each rank makes the same ones) and before any rank writes to `out`.
@@ -208,46 +206,60 @@ def train(
     }  # fmt: skip
     extras = StepExtras(model, rec, gen)
     ckpt = Checkpointer(out, model, optimizer, gen, extras, dev, config)
-    start_epoch, position = 0, None
-    history: list[dict[str, Any]] = []
-    if resume is not None and (out / runs.CHECKPOINT).is_file():
-        steps = epoch_size(n_fit, rec.batch_size, rec.epoch_fraction)[1]
-        start_epoch, history, position = ckpt.restore(file_config, n_fit, steps)
-        if start_epoch > rec.epochs or (start_epoch == rec.epochs and _finished(out, start_epoch)):
-            raise MnistkitError(f"{str(out)!r} already ran {start_epoch} epochs; pass --epochs "
-                                f"above {start_epoch} to continue it.")  # fmt: skip
     if main:
         check_room(out, model, n_fit)  # a full disk or a read-only folder: one line, now
-        remove_stale_temps(out)  # left by a writer killed before its rename
-        runs.write_config(out, config)
-    parallel = distributed.DataParallel(ctx, model) if ctx else None
-
-    def checkpoint(epoch: int, hist: list[dict[str, Any]]) -> None:
+    # Rank 0 alone writes the run, so it alone holds the folder, from here to the last file.
+    with runs.hold(out) if main else contextlib.nullcontext():
+        if main and resume is None and not overwrite:
+            _check_empty(out)  # a process that held the folder until now has filled it
+        start_epoch, position = 0, None
+        history: list[dict[str, Any]] = []
+        if resume is not None and (out / runs.CHECKPOINT).is_file():
+            steps = epoch_size(n_fit, rec.batch_size, rec.epoch_fraction)[1]
+            start_epoch, history, position = ckpt.restore(file_config, n_fit, steps)
+            if start_epoch > rec.epochs or (
+                start_epoch == rec.epochs and _finished(out, start_epoch)
+            ):
+                raise MnistkitError(f"{str(out)!r} already ran {start_epoch} epochs; pass --epochs "
+                                    f"above {start_epoch} to continue it.")  # fmt: skip
         if main:
-            ckpt.save(epoch, hist)
+            remove_stale_temps(out)  # left by a writer killed before its rename
+            runs.write_config(out, config)
+        parallel = distributed.DataParallel(ctx, model) if ctx else None
 
-    # Signals stop between steps with a checkpoint; torchrun ranks keep the default handlers,
-    # since every rank would have to stop at the same step.
-    with StopOnSignal(out, enabled=parallel is None) as stop:
-        with stop.deferred():
-            history = fit(model, optimizer, rec, train_split, val, epochs=rec.epochs,
-                          batch_size=rec.batch_size, lr=rec.lr, generator=gen,
-                          start_epoch=start_epoch, history=history, on_epoch_end=checkpoint,
-                          quiet=quiet, probe=probe, parallel=parallel, extras=extras,
-                          position=position, stop=stop, on_stop=ckpt.save_position)  # fmt: skip
-        stop.check()  # a signal during the last step: the final checkpoint is on disk
-        train_seconds = sum(row["seconds"] for row in history)
-        metrics = _final_metrics(model, rec, train_split, val, test, parallel)
-        metrics.update(
-            recipe=rec.name, dataset=dataset, epochs=rec.epochs, seed=seed, device=dev.type,
-            threads=torch.get_num_threads(), train_seconds=round(train_seconds, 3),
-            total_seconds=round(time.perf_counter() - t_start, 3),
-            examples_per_second=round(n_fit * rec.epochs / max(train_seconds, 1e-9), 1),
-        )  # fmt: skip
-        if main:
-            runs.save_run(out, model, config, metrics, history)
+        def checkpoint(epoch: int, hist: list[dict[str, Any]]) -> None:
+            if main:
+                ckpt.save(epoch, hist)
+
+        # Signals stop between steps with a checkpoint; torchrun ranks keep the default handlers,
+        # since every rank would have to stop at the same step.
+        with StopOnSignal(out, enabled=parallel is None) as stop:
+            with stop.deferred():
+                history = fit(model, optimizer, rec, train_split, val, epochs=rec.epochs,
+                              batch_size=rec.batch_size, lr=rec.lr, generator=gen,
+                              start_epoch=start_epoch, history=history, on_epoch_end=checkpoint,
+                              quiet=quiet, probe=probe, parallel=parallel, extras=extras,
+                              position=position, stop=stop, on_stop=ckpt.save_position)  # fmt: skip
+            stop.check()  # a signal during the last step: the final checkpoint is on disk
+            train_seconds = sum(row["seconds"] for row in history)
+            metrics = _final_metrics(model, rec, train_split, val, test, parallel)
+            metrics.update(
+                recipe=rec.name, dataset=dataset, epochs=rec.epochs, seed=seed, device=dev.type,
+                threads=torch.get_num_threads(), train_seconds=round(train_seconds, 3),
+                total_seconds=round(time.perf_counter() - t_start, 3),
+                examples_per_second=round(n_fit * rec.epochs / max(train_seconds, 1e-9), 1),
+            )  # fmt: skip
+            if main:
+                runs.save_run(out, model, config, metrics, history)
     distributed.teardown(sync=True)
     return Run(model.eval(), metrics, out)
+
+
+def _check_empty(out: Path) -> None:
+    if runs.holds_files(out):
+        raise MnistkitError(
+            f"{str(out)!r} already holds files; choose another --out or --resume it."
+        )
 
 
 def _finished(out: Path, epochs: int) -> bool:
