@@ -91,6 +91,25 @@ def test_sigterm_from_outside_exits_143_and_resumes_exactly(reference, tmp_path)
     assert_same_run(ref, out)
 
 
+def test_a_nan_loss_stops_at_once_exit_1_and_the_last_checkpoint_resumes(reference, tmp_path):
+    """A loss that becomes NaN in epoch 2 stops the run at that epoch's end (13 steps, under
+    the 25 between checks), before its checkpoint: one line, exit 1, and the checkpoint of
+    epoch 1, from which --resume ends as if nothing had happened."""
+    data_dir, ref = reference
+    out = tmp_path / "run"
+    done = run(data_dir, out, MNISTKIT_FAULT=f"NAN@{STEPS_PER_EPOCH + 4}")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"mnistkit: error: the training loss became nan in epoch 2 (by step {STEPS_PER_EPOCH}); "
+        f"training stopped, and {str(out)!r} keeps its last checkpoint (1 epochs done). "
+        f"A learning rate below 0.003 may avoid it."
+    ]
+    assert steps_done(out) == (1, STEPS_PER_EPOCH) and not (out / runs.METRICS).exists()
+    resumed = run(data_dir, out, resume=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(ref, out)
+
+
 @pytest.mark.parametrize("second", ["--overwrite", "--resume"])
 def test_a_second_training_into_a_busy_folder_is_refused(reference, tmp_path, second):
     """While one process trains into a folder, a second one (told to overwrite it, or to

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import TrainingDiverged
 from .recipes import Recipe
 from .speed import StepExtras, autocast
 
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 
 EVAL_BATCH = 256  # images per forward pass when evaluating; see Recipe.eval_batch_size
 REFRESH_STEPS = 25  # how often a terminal progress bar reads the running loss (a sync point)
+# How often one process checks that its running loss is finite (a sync point too, so not every
+# step); under DDP the ranks check the summed loss at the end of each epoch, all at once.
+FINITE_CHECK_STEPS = 25
 
 
 @dataclass
@@ -228,6 +232,12 @@ class Progress:
                   file=self.stream, flush=True)  # fmt: skip
 
 
+def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss_sum):
+        raise TrainingDiverged(f"the training loss became {loss_sum.item()} in epoch {epoch} "
+                               f"(by step {step})")  # fmt: skip
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -278,6 +288,11 @@ def fit(
 
     Returns:
         The history: one dict per epoch with ``runs.HISTORY_COLUMNS``.
+
+    Raises:
+        TrainingDiverged: the running loss became NaN or infinite (checked every
+            FINITE_CHECK_STEPS steps, and at each epoch's end before ``on_epoch_end``).
+            ``history`` then holds the epochs finished before.
     """
     history = [] if history is None else history
     n, steps = epoch_size(len(train), batch_size, recipe.epoch_fraction)
@@ -327,6 +342,8 @@ def fit(
             seen += len(yb)
             if progress.bar is not None and (s + 1) % REFRESH_STEPS == 0:
                 progress.step(REFRESH_STEPS, loss_sum.item() / seen, correct.item() / seen)
+            if parallel is None and (s + 1) % FINITE_CHECK_STEPS == 0:
+                _check_finite(loss_sum, epoch, s + 1)
             if probe is not None:  # timed out of the fit: t0 moves forward by its duration
                 t_probe = time.perf_counter()
                 probe(lambda: extras.eval_model(model), (epoch - 1) * steps + s + 1,
@@ -336,6 +353,7 @@ def fit(
             progress.step(steps % REFRESH_STEPS)
         if parallel is not None:
             loss_sum, correct = parallel.sum(loss_sum), parallel.sum(correct)
+        _check_finite(loss_sum, epoch, steps)  # before the epoch's checkpoint, which it spares
         row: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": loss_sum.item() / n,

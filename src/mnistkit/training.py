@@ -16,6 +16,7 @@ before ``metrics.json`` is finished by ``--resume`` (see ``resume``).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import time
@@ -28,13 +29,14 @@ import torch
 
 from . import data, distributed, runs
 from .engine import Split, epoch_size, evaluate, fit, to_split
-from .errors import MnistkitError
+from .errors import MnistkitError, TrainingDiverged
 from .fileio import remove_stale_temps
 from .interrupt import StopOnSignal
 from .models import create_model
 from .optim import create_optimizer
 from .recipes import Recipe, get_recipe
 from .resume import Checkpointer, check_room
+from .runconfig import MAX_EPOCHS, SEEDS
 from .speed import StepExtras
 
 
@@ -58,9 +60,17 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _check_positive(name: str, value: float | None, kind: type = int) -> None:
-    if value is not None and (not isinstance(value, int | float) or value <= 0):
-        raise MnistkitError(f"{name} must be a positive {kind.__name__}, not {value!r}.")
+def _check_positive(name: str, value: float | None, kind: type = int, most: int = 0) -> None:
+    """``value`` is None, or a positive finite number of ``kind``, no more than ``most`` if set."""
+    if value is None:
+        return
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and math.isfinite(value) and value > 0 and (not most or value <= most):
+        return
+    what = "a positive integer" if kind is int else "a positive finite number"
+    raise MnistkitError(
+        f"{name} must be {what}{f' no more than {most:,}' if most else ''}, not {value!r}."
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -125,9 +135,13 @@ def train(
             ``resume`` folder, or unavailable data. Nothing is written in these cases.
     """
     t_start = time.perf_counter()
-    for name, value in (("epochs", epochs), ("batch size", batch_size), ("threads", threads)):
-        _check_positive(name, value)
+    _check_positive("epochs", epochs, most=MAX_EPOCHS)
+    _check_positive("the batch size", batch_size)
+    _check_positive("threads", threads, most=1024)  # beyond 1024 a typo, not a machine
     _check_positive("the learning rate", lr, float)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not SEEDS[0] <= seed <= SEEDS[1]:
+        raise MnistkitError(f"the seed must be an integer from {SEEDS[0]} to {SEEDS[1]}, "
+                            f"not {seed!r}.")  # fmt: skip
     if not 0.0 <= val_split < 1.0:
         raise MnistkitError(f"the validation split must lie in [0, 1), not {val_split!r}.")
     config: dict[str, Any] = {}
@@ -235,11 +249,15 @@ def train(
         # since every rank would have to stop at the same step.
         with StopOnSignal(out, enabled=parallel is None) as stop:
             with stop.deferred():
-                history = fit(model, optimizer, rec, train_split, val, epochs=rec.epochs,
-                              batch_size=rec.batch_size, lr=rec.lr, generator=gen,
-                              start_epoch=start_epoch, history=history, on_epoch_end=checkpoint,
-                              quiet=quiet, probe=probe, parallel=parallel, extras=extras,
-                              position=position, stop=stop, on_stop=ckpt.save_position)  # fmt: skip
+                try:
+                    history = fit(model, optimizer, rec, train_split, val, epochs=rec.epochs,
+                                  batch_size=rec.batch_size, lr=rec.lr, generator=gen,
+                                  start_epoch=start_epoch, history=history,
+                                  on_epoch_end=checkpoint, quiet=quiet, probe=probe,
+                                  parallel=parallel, extras=extras, position=position, stop=stop,
+                                  on_stop=ckpt.save_position)  # fmt: skip
+                except TrainingDiverged as e:
+                    raise TrainingDiverged(_diverged(e, out, rec.lr, history)) from None
             stop.check()  # a signal during the last step: the final checkpoint is on disk
             train_seconds = sum(row["seconds"] for row in history)
             metrics = _final_metrics(model, rec, train_split, val, test, parallel)
@@ -253,6 +271,12 @@ def train(
                 runs.save_run(out, model, config, metrics, history)
     distributed.teardown(sync=True)
     return Run(model.eval(), metrics, out)
+
+
+def _diverged(e: TrainingDiverged, out: Path, lr: float, history: list[dict[str, Any]]) -> str:
+    kept = (f"{str(out)!r} keeps its last checkpoint ({len(history)} epochs done)" if history
+            else f"{str(out)!r} has no checkpoint yet")  # fmt: skip
+    return f"{e}; training stopped, and {kept}. A learning rate below {lr:g} may avoid it."
 
 
 def _check_empty(out: Path) -> None:
