@@ -143,6 +143,9 @@ def history_csv(history: list[dict[str, Any]]) -> str:
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if path.parent.exists() and not path.parent.is_dir():
+        raise MnistkitError(f"{str(path.parent)!r} is a file, not a run directory; give a "
+                            f"folder written by `mnistkit train`.")  # fmt: skip
     if not path.parent.is_dir():
         raise MnistkitError(f"run directory {str(path.parent)!r} does not exist.")
     if not path.is_file():
@@ -210,7 +213,11 @@ def load_model(
             missing, truncated, or belongs to another architecture.
     """
     config = read_config(run_dir)
-    model = create_model(config["model"], **config["model_kwargs"])
+    try:
+        model = create_model(config["model"], **config["model_kwargs"])
+    except MnistkitError as e:
+        raise MnistkitError(f"{str(Path(run_dir) / CONFIG)!r}: {e}; the file is damaged or was "
+                            f"edited by hand.") from None  # fmt: skip
     tensors, _ = sealed.unpack(Path(run_dir) / WEIGHTS, "weights")
     _load_weights(model, tensors, Path(run_dir) / WEIGHTS)
     return model.to(device).eval(), config

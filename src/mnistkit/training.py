@@ -169,6 +169,8 @@ def train(
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise MnistkitError(f"the recipe's epoch_fraction must lie in (0, 1], not {fraction!r}.")
     out = Path(out or Path("runs") / f"{rec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and not out.is_dir():
+        raise MnistkitError(f"--out {str(out)!r} is not a folder; choose another --out.")
     if resume is None and not overwrite:
         _check_empty(out)  # early, so a refusal costs nothing; again under the lock below
     dev = resolve_device(device)
