@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from mnistkit.cli import main
-from mnistkit.training import train
+from mnistkit.training.runner import train
 
 
 def run_cli(capsys, *argv):

@@ -9,7 +9,7 @@ import pytest
 
 from mnistkit import data
 from mnistkit.fileio import write_atomic
-from mnistkit.training import train
+from mnistkit.training.runner import train
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])

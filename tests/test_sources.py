@@ -1,4 +1,4 @@
-"""Local sources (mnistkit.sources): decompression bombs in --data-dir cost almost nothing.
+"""Local sources (mnistkit.data.sources): decompression bombs in --data-dir cost almost nothing.
 
 The bombs are real files, small on disk: a gzipped IDX file and a Keras mnist.npz whose
 contents expand to gigabytes of zeros. They are loaded in a subprocess whose address space is
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from conftest import make_arrays, write_idx_dir
 
+from mnistkit.data.idx import encode_idx
 from mnistkit.errors import DataError
-from mnistkit.idx import encode_idx
 
 MIB = 2**20
 CHILD = """
@@ -173,7 +173,7 @@ def test_an_npz_bomb_in_data_dir_is_refused_before_its_array_is_read(tmp_path):
 def test_npz_members_are_read_as_numpy_wrote_them(tmp_path):
     """The reader of .npy headers and data against numpy's own: C and Fortran order, wider
     integer types, a compressed archive."""
-    from mnistkit.sources import NPZ_KEYS, _from_npz
+    from mnistkit.data.sources import NPZ_KEYS, _from_npz
 
     (xtr, ytr), (xte, yte) = make_arrays(20, 10)
     arrays = {"x_train": np.asfortranarray(xtr), "y_train": ytr.astype(np.int64),

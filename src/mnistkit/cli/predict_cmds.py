@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ImageError, MnistkitError
+from mnistkit.errors import ImageError, MnistkitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 CHUNK = 256  # images preprocessed and classified together: one forward pass each
@@ -82,7 +82,7 @@ def chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..predict import Classifier
+    from mnistkit.infer.predict import Classifier
 
     if args.top_k < 1 or args.top_k > 10:
         raise MnistkitError(f"--top-k must be within 1..10, not {args.top_k}.")
@@ -150,7 +150,7 @@ def save_input(folder: Path, name: str, image28: Any) -> Path:
     import numpy as np
     from PIL import Image
 
-    from ..fileio import write_atomic
+    from mnistkit.fileio import write_atomic
 
     stem = "stdin" if name == "-" else name.strip("/").replace("/", "__").replace("\\", "__")
     path = folder / f"{stem}.png"
@@ -161,7 +161,7 @@ def save_input(folder: Path, name: str, image28: Any) -> Path:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..export import to_onnx
+    from mnistkit.infer.export import to_onnx
 
     res = to_onnx(args.run_dir)
     size = res.path.stat().st_size

@@ -27,17 +27,19 @@ from typing import Any
 
 import torch
 
-from . import data, distributed, runs
-from .engine import Split, epoch_size, evaluate, fit, to_split
-from .errors import MnistkitError, TrainingDiverged
-from .fileio import remove_stale_temps
-from .interrupt import StopOnSignal
-from .models import create_model
-from .optim import create_optimizer
-from .recipes import Recipe, get_recipe
-from .resume import Checkpointer, check_room
-from .runconfig import MAX_EPOCHS, SEEDS
-from .speed import StepExtras
+from mnistkit import data
+from mnistkit import rundir as runs
+from mnistkit.errors import MnistkitError, TrainingDiverged
+from mnistkit.fileio import remove_stale_temps
+from mnistkit.models import create_model
+from mnistkit.recipes import Recipe, get_recipe
+from mnistkit.runconfig import MAX_EPOCHS, SEEDS
+from mnistkit.training import distributed
+from mnistkit.training.interrupt import StopOnSignal
+from mnistkit.training.loop import Split, epoch_size, evaluate, fit, to_split
+from mnistkit.training.optim import create_optimizer
+from mnistkit.training.resume import Checkpointer, check_room
+from mnistkit.training.speed import StepExtras
 
 
 @dataclass
@@ -74,7 +76,7 @@ def _check_positive(name: str, value: float | None, kind: type = int, most: int 
 
 
 def _versions() -> dict[str, str]:
-    from . import __version__
+    from mnistkit import __version__
 
     return {
         "mnistkit": __version__,
@@ -121,9 +123,9 @@ def train(
         quiet: no progress output.
         resume: a run directory with a checkpoint: continue it where it stopped.
         overwrite: allow ``out`` to be a non-empty folder.
-        probe: passed to :func:`mnistkit.engine.fit` (the benchmark's accuracy probe).
+        probe: passed to :func:`mnistkit.training.loop.fit` (the benchmark's accuracy probe).
         data_parallel: under torchrun (``WORLD_SIZE`` > 1), train this one run on all ranks
-            (:mod:`mnistkit.distributed`); False trains independently in each process. Only
+            (:mod:`mnistkit.training.distributed`); False trains independently in each process. Only
             rank 0 prints and writes ``out``; ``batch_size`` is the global batch.
 
     Returns:
@@ -332,7 +334,7 @@ def evaluate_run(
         ``train_accuracy`` (all training images, held-out ones included) and ``per_class``:
         a list of ``{"class", "precision", "recall", "support"}`` on the test split.
     """
-    from .metrics import class_scores, confusion_matrix
+    from mnistkit.metrics import class_scores, confusion_matrix
 
     model, config = runs.load_model(run_dir, device=resolve_device(device))
     loaded = data.load(

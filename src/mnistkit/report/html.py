@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .fileio import write_text_atomic
-from .metrics import Calibration, ClassScores
+from mnistkit.fileio import write_text_atomic
+from mnistkit.metrics import Calibration, ClassScores
 
 if TYPE_CHECKING:
-    from .report import RunFiles
+    from mnistkit.report import RunFiles
 
 CSS = """
 :root{--fg:#1c2230;--muted:#5d6675;--bg:#f3f5f8;--card:#fff;--line:#e2e6ec;--accent:#2457c5;
@@ -150,7 +150,7 @@ def render_html(
     errors_shown: int,
 ) -> None:
     """Write ``paths["html"]`` from the run and the PNGs already written at ``paths[...]``."""
-    from . import __version__
+    from mnistkit import __version__
 
     m, cfg = run.metrics, run.config
     total, right = int(cm.sum()), int(np.trace(cm))

@@ -6,7 +6,7 @@
     pred = clf.predict("my_digit.jpg")               # -> Prediction(label=7, ...)
     pred.input28                                     # the 28x28 image the model saw
 
-The onnx backend imports neither torch nor :mod:`mnistkit.runs` (which does): a deployment
+The onnx backend imports neither torch nor :mod:`mnistkit.rundir` (which does): a deployment
 needs numpy, Pillow and onnxruntime only.
 """
 
@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MnistkitError
-from .export import ONNX_FILE, onnx_session, softmax, weights_sha256
-from .images import MAX_BYTES, MAX_PIXELS, ImageSource
-from .preprocess import Preprocessed, preprocess
+from mnistkit.errors import MnistkitError
+from mnistkit.infer.export import ONNX_FILE, onnx_session, softmax, weights_sha256
+from mnistkit.infer.images import MAX_BYTES, MAX_PIXELS, ImageSource
+from mnistkit.infer.preprocess import Preprocessed, preprocess
 
 # Below this top probability a "digit" is more likely a scribble, a letter or two digits: the
 # answer is still given, flagged. MNIST test digits that a 99 % model gets right have a top
@@ -196,7 +196,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _torch_forward(run_dir: Path, device: str) -> tuple[Forward, dict[str, Any]]:
     import torch
 
-    from .runs import load_model
+    from mnistkit.rundir import load_model
 
     model, config = load_model(run_dir, device=device)
 

@@ -20,11 +20,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import DataError
-from .idx import MAX_IDX_BYTES, encode_idx, parse_idx, read_bytes
+from mnistkit.errors import DataError
+from mnistkit.data.idx import MAX_IDX_BYTES, encode_idx, parse_idx, read_bytes
 
 if TYPE_CHECKING:
-    from .data import Dataset
+    from mnistkit.data import Dataset
 
 
 def sha256(data: bytes) -> str:

@@ -2,7 +2,7 @@
 
 The graph takes ``image`` float32 (batch, 1, 28, 28) in [0, 1], ink high, and gives ``logits``
 (batch, 10); the batch axis is dynamic. The file records the SHA-256 of the weights it was made
-from (metadata ``weights_sha256``), so :class:`mnistkit.predict.Classifier` can refuse a
+from (metadata ``weights_sha256``), so :class:`mnistkit.infer.predict.Classifier` can refuse a
 ``model.onnx`` left behind by an earlier training into the same folder.
 
 The exporter is TorchScript-based (``dynamo=False``): on torch 2.13 it exports every model in
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import DataError, MnistkitError
-from .fileio import write_atomic
+from mnistkit.errors import DataError, MnistkitError
+from mnistkit.fileio import write_atomic
 
 if TYPE_CHECKING:  # torch stays unimported on the onnx-only path
     import torch
@@ -106,7 +106,7 @@ def to_onnx(
     import onnx
     import torch
 
-    from .runs import load_model, read_metrics
+    from mnistkit.rundir import load_model, read_metrics
 
     model, config = load_model(run_dir, device="cpu")
     proto = onnx.load_from_string(onnx_bytes(model))
@@ -138,7 +138,7 @@ def to_onnx(
 
 
 def _check_images(n: int) -> tuple[np.ndarray, str]:
-    from .data import load_data
+    from mnistkit.data import load_data
 
     try:
         (_, _), (x_test, _) = load_data()
