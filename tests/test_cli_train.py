@@ -60,6 +60,21 @@ def test_train_evaluate_reproduce(capsys, tiny_registered, tmp_path):
         (["train", "--recipe", "seed-dense512", "--epochs", "0"], "epochs"),
         (["train", "--recipe", "seed-dense512", "--epochs", "-2"], "epochs"),
         (["train", "--recipe", "seed-dense512", "--batch-size", "0"], "batch size"),
+        (["train", "--recipe", "seed-dense512", "--lr", "inf"], "positive finite number, not inf"),
+        (["train", "--recipe", "seed-dense512", "--lr", "nan"], "positive finite number, not nan"),
+        (["train", "--recipe", "seed-dense512", "--lr", "1e999"], "not inf"),
+        (
+            ["train", "--recipe", "seed-dense512", "--epochs", "99999999999999999999"],
+            "epochs must be a positive integer no more than 10,000",
+        ),
+        (
+            ["train", "--recipe", "seed-dense512", "--threads", "10000000000000000000000"],
+            "threads must be a positive integer no more than 1,024",
+        ),
+        (
+            ["train", "--recipe", "seed-dense512", "--seed", "999999999999999999999999"],
+            "the seed must be an integer from -9223372036854775808 to 18446744073709551615",
+        ),
         (["train"], "--recipe"),
         (["summary", "nope"], "deep-convnet"),
         (["reproduce", "seed-dense512", "nope"], "unknown recipe"),

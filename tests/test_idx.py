@@ -89,3 +89,18 @@ def test_bit_flips_and_truncations_are_caught_or_consistent(cut, bit):
             continue
         # A flip in the data area leaves a valid file of the same shape: only checksums catch it.
         assert arr.shape == (5, 3, 4)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_file_is_read_no_further_than_its_header_says(tmp_path, gz):
+    blob = encode_idx(np.zeros((3, 2, 2), np.uint8))
+    for name, data, message in [
+        ("longer", blob + b"\x00", "is longer than its header says"),
+        ("over", blob, "declares shape \\(3, 2, 2\\), 28 bytes: more than the 27 bytes"),
+    ]:
+        path = tmp_path / name
+        path.write_bytes(gzip.compress(data) if gz else data)
+        with pytest.raises(DataError, match=message):
+            read_idx(path, limit=27 if name == "over" else 28)
+    path.write_bytes(gzip.compress(blob) if gz else blob)
+    assert read_idx(path, limit=28).shape == (3, 2, 2)

@@ -92,6 +92,53 @@ def test_sigterm_from_outside_exits_143_and_resumes_exactly(reference, tmp_path)
     assert_same_run(ref, out)
 
 
+def test_a_nan_loss_stops_at_once_exit_1_and_the_last_checkpoint_resumes(reference, tmp_path):
+    """A loss that becomes NaN in epoch 2 stops the run at that epoch's end (13 steps, under
+    the 25 between checks), before its checkpoint: one line, exit 1, and the checkpoint of
+    epoch 1, from which --resume ends as if nothing had happened."""
+    data_dir, ref = reference
+    out = tmp_path / "run"
+    done = run(data_dir, out, MNISTKIT_FAULT=f"NAN@{STEPS_PER_EPOCH + 4}")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"mnistkit: error: the training loss became nan in epoch 2 (by step {STEPS_PER_EPOCH}); "
+        f"training stopped, and {str(out)!r} keeps its last checkpoint (1 epochs done). "
+        f"A learning rate below 0.003 may avoid it."
+    ]
+    assert steps_done(out) == (1, STEPS_PER_EPOCH) and not (out / runs.METRICS).exists()
+    resumed = run(data_dir, out, resume=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(ref, out)
+
+
+@pytest.mark.parametrize("second", ["--overwrite", "--resume"])
+def test_a_second_training_into_a_busy_folder_is_refused(reference, tmp_path, second):
+    """While one process trains into a folder, a second one (told to overwrite it, or to
+    resume it) gets one line and exit 2 and writes nothing; the first one's run is intact."""
+    data_dir, ref = reference
+    out, gate = tmp_path / "run", tmp_path / "go-on"
+    first = subprocess.Popen(command(data_dir, out), env=env(data_dir, MNISTKIT_STEP_GATE=str(gate)),
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    while not (out / "config.json").exists() and first.poll() is None:
+        time.sleep(0.02)
+    config = (out / "config.json").read_text()
+    argv = command(data_dir, out, resume=second == "--resume")
+    if second == "--overwrite":
+        argv += ["--overwrite", "--seed", "7"]
+    other = subprocess.run(argv, env=env(data_dir), capture_output=True, text=True, timeout=300)
+    still_training = first.poll() is None  # its first step waits for the gate
+    gate.touch()
+    _, first_err = first.communicate(timeout=300)
+    assert still_training and first.returncode == 0, first_err
+    assert other.returncode == 2, other.stderr
+    assert other.stderr.strip().splitlines() == [
+        f"mnistkit: error: {str(out)!r} is in use by another mnistkit training; wait for it to "
+        f"end or choose another --out."
+    ]
+    assert json.loads(config)["seed"] == 0
+    assert_same_run(ref, out)  # the first one's run, whole: the second one wrote nothing
+
+
 def steps_done(out: Path) -> tuple[int, int]:
     """(epochs finished, global steps done) by the checkpoint in ``out``, (0, 0) without one."""
     if not (out / runs.CHECKPOINT).is_file():

@@ -101,3 +101,23 @@ def test_checkpoint_is_one_sealed_file(run, tiny_registered):
 def test_save_run_rejects_other_metric_keys(run, tmp_path):
     with pytest.raises(ValueError, match="metrics keys"):
         runs.save_run(tmp_path / "x", run.model, runs.read_config(run.path), {"acc": 1.0}, [])
+
+
+def test_the_lock_file_is_not_part_of_the_run(tiny_registered, tmp_path):
+    """A training holds its folder (runs.hold); the empty lock file it leaves, as `kill -9`
+    does too, neither makes the folder "hold files" nor stops a later run or --resume."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / runs.LOCK).touch()
+    kw = {"epochs": 1, "dataset": "tiny", "data_dir": tiny_registered, "device": "cpu",
+          "quiet": True}  # fmt: skip
+    train("seed-dense512", out=out, **kw)
+    assert (out / runs.LOCK).is_file() and runs.read_metrics(out)["epochs"] == 1
+    with runs.hold(out):  # as another process training there would
+        with pytest.raises(MnistkitError, match="is in use by another mnistkit training"):
+            train("seed-dense512", out=out, overwrite=True, **kw)
+        with pytest.raises(MnistkitError, match="is in use by another mnistkit training"):
+            train(resume=out, epochs=2, **{k: v for k, v in kw.items() if k != "epochs"})
+    assert runs.read_metrics(out)["epochs"] == 1  # untouched
+    train(resume=out, epochs=2, **{k: v for k, v in kw.items() if k != "epochs"})
+    assert runs.read_metrics(out)["epochs"] == 2

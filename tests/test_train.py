@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from mnistkit import rundir as runs
-from mnistkit.errors import MnistkitError
+from mnistkit.errors import MnistkitError, TrainingDiverged
 from mnistkit.models import create_model
 from mnistkit.recipes import RECIPES, get_recipe, seed_recipes
+from mnistkit.training import loop as engine
 from mnistkit.training.loop import Progress, lr_at, train_step
 from mnistkit.training.optim import create_optimizer
 from mnistkit.training.runner import train
@@ -131,6 +132,9 @@ def test_val_split_and_history(tiny_registered, tmp_path):
         ({"epochs": -3}, "epochs"),
         ({"batch_size": 0}, "batch size"),
         ({"lr": -1.0}, "learning rate"),
+        ({"lr": float("inf")}, "learning rate must be a positive finite number"),
+        ({"epochs": 10_001}, "epochs must be a positive integer no more than 10,000"),
+        ({"seed": 2**64}, "the seed must be an integer from"),
         ({"val_split": 1.0}, "validation split"),
         ({"device": "tpu"}, "device"),
         (
@@ -152,6 +156,25 @@ def test_occupied_out_is_refused(tiny_registered, tmp_path):
     with pytest.raises(MnistkitError, match="already holds files"):
         tiny(out=tmp_path / "run", data_dir=tiny_registered)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["notes.txt"]
+
+
+def test_a_nan_loss_stops_the_epoch_at_the_next_check(tiny_registered, tmp_path, monkeypatch):
+    """One process checks its running loss every 25 steps: a NaN at step 3 of an epoch of 50
+    stops the run after step 25, with no checkpoint written and the run unfinished."""
+    real, calls = engine.train_step, [0]
+
+    def step(*args, **kwargs):
+        loss, right = real(*args, **kwargs)
+        calls[0] += 1
+        return (loss * float("nan") if calls[0] == 3 else loss), right
+
+    monkeypatch.setattr(engine, "train_step", step)
+    with pytest.raises(
+        TrainingDiverged, match="became nan in epoch 1 \\(by step 25\\); .* has no "
+    ):
+        tiny(out=tmp_path / "run", data_dir=tiny_registered, batch_size=4)
+    assert calls[0] == engine.FINITE_CHECK_STEPS == 25
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [runs.LOCK, runs.CONFIG]
 
 
 @pytest.mark.mnist

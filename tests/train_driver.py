@@ -9,8 +9,11 @@ Run as ``python tests/train_driver.py ARGV...`` with:
   ``KILLWRITE@N:F``: SIGKILL in the middle of its N-th atomic write (from 1), after writing
   the fraction F of the temp file (F=1: after the temp file is complete, before the rename);
   ``KILLRENAME@N``: SIGKILL right after its N-th atomic write's rename;
+  ``NAN@K``: its K-th training step (from 0) reports a NaN loss, as a diverging run would;
 - ``MNISTKIT_STEP_SLEEP`` (optional): seconds to sleep in each step, so that a signal sent
-  from outside lands during training.
+  from outside lands during training;
+- ``MNISTKIT_STEP_GATE`` (optional): a path; each step waits until that file exists, so a test
+  decides when the training goes on.
 
 The recipe ``resume-test`` exercises every piece of state a resume must restore: dropout (the
 global RNG), augmentation (the shuffling generator), L1, label smoothing, a one-cycle
@@ -59,6 +62,16 @@ def install_fault(spec: str) -> None:
             return real_step(*args, **kwargs)
 
         engine.train_step = step  # type: ignore[assignment]
+    elif kind == "NAN":
+        at, calls = int(arg), [0]
+        real_step = engine.train_step
+
+        def nan_step(*args, **kwargs):  # type: ignore[no-untyped-def]
+            loss, right = real_step(*args, **kwargs)
+            calls[0] += 1
+            return (loss * float("nan") if calls[0] == at + 1 else loss), right
+
+        engine.train_step = nan_step  # type: ignore[assignment]
     elif kind in ("KILLWRITE", "KILLRENAME"):
         n, _, frac = arg.partition(":")
         at, writes = int(n), [0]
@@ -95,11 +108,24 @@ def slow_steps(seconds: float) -> None:
     engine.train_step = step  # type: ignore[assignment]
 
 
+def gated_steps(gate: Path) -> None:
+    real_step = engine.train_step
+
+    def step(*args, **kwargs):  # type: ignore[no-untyped-def]
+        while not gate.exists():
+            time.sleep(0.02)
+        return real_step(*args, **kwargs)
+
+    engine.train_step = step  # type: ignore[assignment]
+
+
 if __name__ == "__main__":
     register_tiny(Path(os.environ["TINY_DATA_DIR"]))
     RECIPES["resume-test"] = resume_recipe
     if os.environ.get("MNISTKIT_STEP_SLEEP"):
         slow_steps(float(os.environ["MNISTKIT_STEP_SLEEP"]))
+    if os.environ.get("MNISTKIT_STEP_GATE"):
+        gated_steps(Path(os.environ["MNISTKIT_STEP_GATE"]))
     if os.environ.get("MNISTKIT_FAULT"):
         install_fault(os.environ["MNISTKIT_FAULT"])
     sys.exit(main(sys.argv[1:]))

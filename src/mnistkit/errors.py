@@ -21,6 +21,11 @@ class WriteError(MnistkitError, OSError):
     """A file could not be written (disk full, read-only folder); the old file is intact."""
 
 
+class TrainingDiverged(Exception):
+    """The training loss became NaN or infinite: the run stopped at once, its last checkpoint
+    (from before) kept. Not a usage error: the CLI exits 1."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a training run after it saved a checkpoint (``interrupt``)."""
 

@@ -17,7 +17,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder, fsync, then rename.
 
     A reader sees the old file or the new one, never a mix; the temp file is removed on error.
-    The folder is synced after the rename, so the new name survives a power cut too.
+    The folder is synced after the rename, so the new name survives a power cut too. The file
+    gets the mode ``open()`` would give it (0666 less the umask), not mkstemp's private 0600.
 
     Raises:
         WriteError: (an OSError) the folder cannot be created or written, or the disk is full.
@@ -29,6 +30,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.",
                                    suffix=TEMP_SUFFIX)  # fmt: skip
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -43,6 +45,14 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     finally:
         if tmp is not None:  # killed by an exception (Ctrl-C included) before the rename
             Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask. Reading it means setting it: 0o077 meanwhile, so a file another
+    thread creates in that instant is at worst more private, never less."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

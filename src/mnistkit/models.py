@@ -97,8 +97,10 @@ def create_model(name: str, **kwargs: Any) -> Net:
         raise MnistkitError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}.")
     try:
         return MODELS[name](**kwargs)
-    except TypeError as e:
-        raise MnistkitError(f"model {name!r} does not take these arguments {kwargs}: {e}") from e
+    except (TypeError, ValueError, RuntimeError) as e:  # RuntimeError: torch's, on a bad size
+        raise MnistkitError(
+            f"model {name!r} cannot be built with the arguments {kwargs}: {e}"
+        ) from e
 
 
 # What these constructors built for an argument left out before their defaults became the

@@ -8,6 +8,7 @@
       metrics.json             METRIC_KEYS, nothing else
       history.csv              HISTORY_COLUMNS, one row per epoch
       checkpoint.safetensors   everything --resume needs, in one file (see save_checkpoint)
+      .mnistkit.lock           empty; locked by the process training into the folder (hold)
 
 Every file is written atomically (``fileio``): a process killed at any moment leaves the old
 file or the new one. The checkpoint is one file, so its parts cannot come from two different
@@ -22,14 +23,16 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mnistkit import sealed
-from mnistkit.errors import MnistkitError
-from mnistkit.fileio import write_atomic, write_json_atomic, write_text_atomic
+from mnistkit.errors import MnistkitError, WriteError
+from mnistkit.fileio import is_temp, write_atomic, write_json_atomic, write_text_atomic
 from mnistkit.models import FORMER_DEFAULTS, create_model
 from mnistkit.runconfig import check_config
 
@@ -49,6 +52,43 @@ CONFIG, WEIGHTS, METRICS, HISTORY = (
 )
 CHECKPOINT = "checkpoint.safetensors"
 CKPT_FORMAT = "mnistkit-checkpoint/2"  # 1 was a .safetensors + .json pair
+LOCK = ".mnistkit.lock"
+
+
+@contextmanager
+def hold(run_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Own the run directory while training writes it: a second process is refused at once.
+
+    The lock is an flock on ``LOCK`` (filelock), so the kernel drops it when the process dies,
+    even by ``kill -9``. The empty file stays after release, as filelock keeps it on purpose:
+    deleting a lock file lets a waiter that opened the old one and a newcomer that creates a
+    new one both believe they hold it. :func:`holds_files` does not count it.
+
+    Raises:
+        MnistkitError: another process holds the directory.
+        WriteError: the lock file cannot be created.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(Path(run_dir) / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise MnistkitError(
+            f"{str(run_dir)!r} is in use by another mnistkit training; wait for it to end or "
+            f"choose another --out."
+        ) from None
+    except OSError as e:
+        raise WriteError(f"cannot lock the run directory {run_dir} ({e.strerror or e}).") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def holds_files(folder: Path) -> bool:
+    """Whether a folder holds anything of a run: not counting temp files or the lock."""
+    return folder.is_dir() and any(not is_temp(p.name) and p.name != LOCK for p in folder.iterdir())
 
 
 def _state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -103,6 +143,9 @@ def history_csv(history: list[dict[str, Any]]) -> str:
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if path.parent.exists() and not path.parent.is_dir():
+        raise MnistkitError(f"{str(path.parent)!r} is a file, not a run directory; give a "
+                            f"folder written by `mnistkit train`.")  # fmt: skip
     if not path.parent.is_dir():
         raise MnistkitError(f"run directory {str(path.parent)!r} does not exist.")
     if not path.is_file():
@@ -175,7 +218,11 @@ def load_model(
     # since removed; its left-out arguments meant the defaults of that time.
     if "loss" in config.get("recipe_settings", {}):
         kwargs = {**FORMER_DEFAULTS.get(config["model"], {}), **kwargs}
-    model = create_model(config["model"], **kwargs)
+    try:
+        model = create_model(config["model"], **kwargs)
+    except MnistkitError as e:
+        raise MnistkitError(f"{str(Path(run_dir) / CONFIG)!r}: {e}; the file is damaged or was "
+                            f"edited by hand.") from None  # fmt: skip
     tensors, _ = sealed.unpack(Path(run_dir) / WEIGHTS, "weights")
     _load_weights(model, tensors, Path(run_dir) / WEIGHTS)
     return model.to(device).eval(), config

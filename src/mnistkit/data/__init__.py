@@ -40,6 +40,14 @@ RAW_NAMES = {
     ("test", "labels"): "t10k-labels-idx1-ubyte",
 }
 DEFAULT_TIMEOUT_S = 10.0  # per mirror request; an unreachable mirror must not stall a user
+# MNIST and Fashion-MNIST alike: 60,000 and 10,000 images of 28 x 28 bytes after a 16-byte
+# header, and as many labels after an 8-byte one.
+MNIST_SIZES = {
+    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60_000,
+    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10_000,
+}
 
 
 @dataclass(frozen=True)
@@ -47,11 +55,14 @@ class Dataset:
     """Where a data set can come from and the checksums that make it trustworthy.
 
     ``raw_sha256`` holds the SHA-256 of each *decompressed* IDX file (the contract);
-    ``gz_hashes`` the pooch-style hash (``sha256:...`` or ``md5:...``) of each mirror's .gz.
+    ``raw_sizes`` their sizes in bytes, so that a file whose header declares another size is
+    refused before it is read (a decompression bomb: see ``idx.read_bytes``); ``gz_hashes``
+    the pooch-style hash (``sha256:...`` or ``md5:...``) of each mirror's .gz.
     """
 
     name: str
     raw_sha256: dict[str, str]
+    raw_sizes: dict[str, int] = field(default_factory=dict)
     gz_hashes: dict[str, str] = field(default_factory=dict)
     mirrors: tuple[str, ...] = ()
     system_dirs: tuple[str, ...] = ()
@@ -69,6 +80,7 @@ DATASETS: dict[str, Dataset] = {
             "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
             "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
         },
+        raw_sizes=MNIST_SIZES,
         gz_hashes={
             "train-images-idx3-ubyte": "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
             "train-labels-idx1-ubyte": "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
@@ -90,6 +102,7 @@ DATASETS: dict[str, Dataset] = {
             "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
             "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
         },
+        raw_sizes=MNIST_SIZES,
         # The .gz sums published by Zalando Research (Debian recompresses, so its .gz differ).
         gz_hashes={
             "train-images-idx3-ubyte": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",

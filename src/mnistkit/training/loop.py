@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnistkit.errors import TrainingDiverged
 from mnistkit.recipes import Recipe
 from mnistkit.training.speed import StepExtras, autocast
 
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 # activations in the CPU's caches; 2000 made evaluation 2.4x slower on the 2-core AVX2 CPU.
 EVAL_BATCH = 256
 REFRESH_STEPS = 25  # how often a terminal progress bar reads the running loss (a sync point)
+# How often one process checks that its running loss is finite (a sync point too, so not every
+# step); under DDP the ranks check the summed loss at the end of each epoch, all at once.
+FINITE_CHECK_STEPS = 25
 
 
 @dataclass
@@ -225,6 +229,12 @@ class Progress:
                   file=self.stream, flush=True)  # fmt: skip
 
 
+def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss_sum):
+        raise TrainingDiverged(f"the training loss became {loss_sum.item()} in epoch {epoch} "
+                               f"(by step {step})")  # fmt: skip
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -275,6 +285,11 @@ def fit(
 
     Returns:
         The history: one dict per epoch with ``runs.HISTORY_COLUMNS``.
+
+    Raises:
+        TrainingDiverged: the running loss became NaN or infinite (checked every
+            FINITE_CHECK_STEPS steps, and at each epoch's end before ``on_epoch_end``).
+            ``history`` then holds the epochs finished before.
     """
     history = [] if history is None else history
     n, steps = len(train), steps_per_epoch(len(train), batch_size)
@@ -325,6 +340,8 @@ def fit(
             seen += len(yb)
             if progress.bar is not None and (s + 1) % REFRESH_STEPS == 0:
                 progress.step(REFRESH_STEPS, loss_sum.item() / seen, correct.item() / seen)
+            if parallel is None and (s + 1) % FINITE_CHECK_STEPS == 0:
+                _check_finite(loss_sum, epoch, s + 1)
             if probe is not None:  # timed out of the fit: t0 moves forward by its duration
                 t_probe = time.perf_counter()
                 probe(lambda: extras.eval_model(model), (epoch - 1) * steps + s + 1,
@@ -334,6 +351,7 @@ def fit(
             progress.step(steps % REFRESH_STEPS)
         if parallel is not None:
             loss_sum, correct = parallel.sum(loss_sum), parallel.sum(correct)
+        _check_finite(loss_sum, epoch, steps)  # before the epoch's checkpoint, which it spares
         row: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": loss_sum.item() / n,

@@ -15,6 +15,8 @@ before ``metrics.json`` is finished by ``--resume`` (see ``resume``).
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import platform
 import time
@@ -27,10 +29,11 @@ import torch
 
 from mnistkit import data
 from mnistkit import rundir as runs
-from mnistkit.errors import MnistkitError
-from mnistkit.fileio import is_temp, remove_stale_temps
+from mnistkit.errors import MnistkitError, TrainingDiverged
+from mnistkit.fileio import remove_stale_temps
 from mnistkit.models import create_model
 from mnistkit.recipes import Recipe, get_recipe
+from mnistkit.runconfig import MAX_EPOCHS, SEEDS
 from mnistkit.training import distributed
 from mnistkit.training.interrupt import StopOnSignal
 from mnistkit.training.loop import Split, evaluate, fit, steps_per_epoch, to_split
@@ -59,9 +62,17 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _check_positive(name: str, value: float | None, kind: type = int) -> None:
-    if value is not None and (not isinstance(value, int | float) or value <= 0):
-        raise MnistkitError(f"{name} must be a positive {kind.__name__}, not {value!r}.")
+def _check_positive(name: str, value: float | None, kind: type = int, most: int = 0) -> None:
+    """``value`` is None, or a positive finite number of ``kind``, no more than ``most`` if set."""
+    if value is None:
+        return
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and math.isfinite(value) and value > 0 and (not most or value <= most):
+        return
+    what = "a positive integer" if kind is int else "a positive finite number"
+    raise MnistkitError(
+        f"{name} must be {what}{f' no more than {most:,}' if most else ''}, not {value!r}."
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -126,9 +137,13 @@ def train(
             unavailable data. Nothing is written in these cases.
     """
     t_start = time.perf_counter()
-    for name, value in (("epochs", epochs), ("batch size", batch_size), ("threads", threads)):
-        _check_positive(name, value)
+    _check_positive("epochs", epochs, most=MAX_EPOCHS)
+    _check_positive("the batch size", batch_size)
+    _check_positive("threads", threads, most=1024)  # beyond 1024 a typo, not a machine
     _check_positive("the learning rate", lr, float)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not SEEDS[0] <= seed <= SEEDS[1]:
+        raise MnistkitError(f"the seed must be an integer from {SEEDS[0]} to {SEEDS[1]}, "
+                            f"not {seed!r}.")  # fmt: skip
     if not 0.0 <= val_split < 1.0:
         raise MnistkitError(f"the validation split must lie in [0, 1), not {val_split!r}.")
     config: dict[str, Any] = {}
@@ -153,11 +168,10 @@ def train(
     rec = replace(rec, epochs=epochs or rec.epochs, batch_size=batch_size or rec.batch_size,
                   lr=lr or rec.lr)  # fmt: skip
     out = Path(out or Path("runs") / f"{rec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    occupied = out.exists() and any(not is_temp(p.name) for p in out.iterdir())
-    if resume is None and occupied and not overwrite:
-        raise MnistkitError(
-            f"{str(out)!r} already holds files; choose another --out or --resume it."
-        )
+    if out.exists() and not out.is_dir():
+        raise MnistkitError(f"--out {str(out)!r} is not a folder; choose another --out.")
+    if resume is None and not overwrite:
+        _check_empty(out)  # early, so a refusal costs nothing; again under the lock below
     dev = resolve_device(device)
     create_model(rec.model, **rec.model_kwargs)  # fail on bad model arguments before loading data
     # After every check (each rank makes the same ones) and before any rank writes to `out`.
@@ -207,46 +221,70 @@ def train(
     }  # fmt: skip
     extras = StepExtras(model, rec, gen)
     ckpt = Checkpointer(out, model, optimizer, gen, extras, dev, config)
-    start_epoch, position = 0, None
-    history: list[dict[str, Any]] = []
-    if resume is not None and (out / runs.CHECKPOINT).is_file():
-        steps = steps_per_epoch(n_fit, rec.batch_size)
-        start_epoch, history, position = ckpt.restore(file_config, n_fit, steps)
-        if start_epoch > rec.epochs or (start_epoch == rec.epochs and _finished(out, start_epoch)):
-            raise MnistkitError(f"{str(out)!r} already ran {start_epoch} epochs; pass --epochs "
-                                f"above {start_epoch} to continue it.")  # fmt: skip
     if main:
         check_room(out, model, n_fit)  # a full disk or a read-only folder: one line, now
-        remove_stale_temps(out)  # left by a writer killed before its rename
-        runs.write_config(out, config)
-    parallel = distributed.DataParallel(ctx, model) if ctx else None
-
-    def checkpoint(epoch: int, hist: list[dict[str, Any]]) -> None:
+    # Rank 0 alone writes the run, so it alone holds the folder, from here to the last file.
+    with runs.hold(out) if main else contextlib.nullcontext():
+        if main and resume is None and not overwrite:
+            _check_empty(out)  # a process that held the folder until now has filled it
+        start_epoch, position = 0, None
+        history: list[dict[str, Any]] = []
+        if resume is not None and (out / runs.CHECKPOINT).is_file():
+            steps = steps_per_epoch(n_fit, rec.batch_size)
+            start_epoch, history, position = ckpt.restore(file_config, n_fit, steps)
+            if start_epoch > rec.epochs or (
+                start_epoch == rec.epochs and _finished(out, start_epoch)
+            ):
+                raise MnistkitError(f"{str(out)!r} already ran {start_epoch} epochs; pass --epochs "
+                                    f"above {start_epoch} to continue it.")  # fmt: skip
         if main:
-            ckpt.save(epoch, hist)
+            remove_stale_temps(out)  # left by a writer killed before its rename
+            runs.write_config(out, config)
+        parallel = distributed.DataParallel(ctx, model) if ctx else None
 
-    # Signals stop between steps with a checkpoint; torchrun ranks keep the default handlers,
-    # since every rank would have to stop at the same step.
-    with StopOnSignal(out, enabled=parallel is None) as stop:
-        with stop.deferred():
-            history = fit(model, optimizer, rec, train_split, val, epochs=rec.epochs,
-                          batch_size=rec.batch_size, lr=rec.lr, generator=gen,
-                          start_epoch=start_epoch, history=history, on_epoch_end=checkpoint,
-                          quiet=quiet, probe=probe, parallel=parallel, extras=extras,
-                          position=position, stop=stop, on_stop=ckpt.save_position)  # fmt: skip
-        stop.check()  # a signal during the last step: the final checkpoint is on disk
-        train_seconds = sum(row["seconds"] for row in history)
-        metrics = _final_metrics(model, train_split, val, test, parallel)
-        metrics.update(
-            recipe=rec.name, dataset=dataset, epochs=rec.epochs, seed=seed, device=dev.type,
-            threads=torch.get_num_threads(), train_seconds=round(train_seconds, 3),
-            total_seconds=round(time.perf_counter() - t_start, 3),
-            examples_per_second=round(n_fit * rec.epochs / max(train_seconds, 1e-9), 1),
-        )  # fmt: skip
-        if main:
-            runs.save_run(out, model, config, metrics, history)
+        def checkpoint(epoch: int, hist: list[dict[str, Any]]) -> None:
+            if main:
+                ckpt.save(epoch, hist)
+
+        # Signals stop between steps with a checkpoint; torchrun ranks keep the default handlers,
+        # since every rank would have to stop at the same step.
+        with StopOnSignal(out, enabled=parallel is None) as stop:
+            with stop.deferred():
+                try:
+                    history = fit(model, optimizer, rec, train_split, val, epochs=rec.epochs,
+                                  batch_size=rec.batch_size, lr=rec.lr, generator=gen,
+                                  start_epoch=start_epoch, history=history,
+                                  on_epoch_end=checkpoint, quiet=quiet, probe=probe,
+                                  parallel=parallel, extras=extras, position=position, stop=stop,
+                                  on_stop=ckpt.save_position)  # fmt: skip
+                except TrainingDiverged as e:
+                    raise TrainingDiverged(_diverged(e, out, rec.lr, history)) from None
+            stop.check()  # a signal during the last step: the final checkpoint is on disk
+            train_seconds = sum(row["seconds"] for row in history)
+            metrics = _final_metrics(model, train_split, val, test, parallel)
+            metrics.update(
+                recipe=rec.name, dataset=dataset, epochs=rec.epochs, seed=seed, device=dev.type,
+                threads=torch.get_num_threads(), train_seconds=round(train_seconds, 3),
+                total_seconds=round(time.perf_counter() - t_start, 3),
+                examples_per_second=round(n_fit * rec.epochs / max(train_seconds, 1e-9), 1),
+            )  # fmt: skip
+            if main:
+                runs.save_run(out, model, config, metrics, history)
     distributed.teardown(sync=True)
     return Run(model.eval(), metrics, out)
+
+
+def _diverged(e: TrainingDiverged, out: Path, lr: float, history: list[dict[str, Any]]) -> str:
+    kept = (f"{str(out)!r} keeps its last checkpoint ({len(history)} epochs done)" if history
+            else f"{str(out)!r} has no checkpoint yet")  # fmt: skip
+    return f"{e}; training stopped, and {kept}. A learning rate below {lr:g} may avoid it."
+
+
+def _check_empty(out: Path) -> None:
+    if runs.holds_files(out):
+        raise MnistkitError(
+            f"{str(out)!r} already holds files; choose another --out or --resume it."
+        )
 
 
 def _finished(out: Path, epochs: int) -> bool:
