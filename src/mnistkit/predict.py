@@ -6,6 +6,9 @@
     pred = clf.predict("my_digit.jpg")               # -> Prediction(label=7, ...)
     pred.input28                                     # the 28x28 image the model saw
 
+Probabilities are calibrated: both backends divide the logits by the run's temperature
+(``calibration``; the exported ONNX graph includes the division).
+
 The onnx backend imports neither torch nor :mod:`mnistkit.runs` (which does): a deployment
 needs numpy, Pillow and onnxruntime only.
 """
@@ -13,6 +16,7 @@ needs numpy, Pillow and onnxruntime only.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import temperature_of
 from .errors import MnistkitError
 from .export import ONNX_FILE, onnx_session, softmax, weights_sha256
 from .images import MAX_BYTES, MAX_PIXELS, ImageSource
 from .preprocess import Preprocessed, preprocess
+from .runconfig import check_config
 
 # Below this top probability a "digit" is more likely a scribble, a letter or two digits: the
 # answer is still given, flagged. MNIST test digits that a 99 % model gets right have a top
@@ -104,7 +110,8 @@ class Classifier:
             max_bytes, max_pixels: limits on each input image.
 
         Returns:
-            A :class:`Classifier`; ``.info`` holds recipe, test_accuracy, model, backend...
+            A :class:`Classifier`; ``.info`` holds recipe, test_accuracy, model, backend,
+            temperature...
         """
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -118,11 +125,11 @@ class Classifier:
         else:
             raise MnistkitError(f"backend must be 'torch' or 'onnx', not {backend!r}.")
         info = {**_read_json(run_dir / "metrics.json"), "model": config.get("model")}
-        info.update(backend=backend, run_dir=str(run_dir))
+        info.update(backend=backend, run_dir=str(run_dir), temperature=temperature_of(config))
         return cls(forward, info, max_bytes=max_bytes, max_pixels=max_pixels)
 
     def predict_arrays(self, x28: np.ndarray) -> np.ndarray:
-        """Probabilities for 28x28 images taken as is.
+        """Calibrated probabilities for 28x28 images taken as is.
 
         Args:
             x28: (N, 28, 28) or (N, 1, 28, 28); float in [0, 1] or uint8 0..255; ink high.
@@ -199,10 +206,11 @@ def _torch_forward(run_dir: Path, device: str) -> tuple[Forward, dict[str, Any]]
     from .runs import load_model
 
     model, config = load_model(run_dir, device=device)
+    t = temperature_of(config)
 
     def forward(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+            return (model(torch.from_numpy(x).to(device)).float() / t).cpu().numpy()
 
     return forward, config
 
@@ -211,7 +219,7 @@ def _onnx_forward(run_dir: Path) -> tuple[Forward, dict[str, Any]]:
     path = run_dir / ONNX_FILE
     if not path.is_file():
         raise MnistkitError(f"{path} is missing: run `mnistkit export {run_dir}` first.")
-    config = _read_json(run_dir / "config.json")
+    config = check_config(_read_json(run_dir / "config.json"), run_dir / "config.json")
     session = onnx_session(path)
     meta = session.get_modelmeta().custom_metadata_map
     weights = run_dir / "model.safetensors"
@@ -224,9 +232,18 @@ def _onnx_forward(run_dir: Path) -> tuple[Forward, dict[str, Any]]:
             f"{path} was exported from other weights than {weights.name}: "
             f"run `mnistkit export {run_dir}` again."
         )
+    t = temperature_of(config)
+    # A graph exported with its temperature divides by it itself; one exported before runs
+    # were calibrated (no "temperature" in its metadata) gives the raw logits.
+    if "temperature" in meta and not math.isclose(float(meta["temperature"]), t, rel_tol=1e-9):
+        raise MnistkitError(
+            f"{path} was exported with temperature {meta['temperature']}, not the run's {t}: "
+            f"run `mnistkit export {run_dir}` again."
+        )
+    divide = 1.0 if "temperature" in meta else t
     name = session.get_inputs()[0].name
 
     def forward(x: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, {name: x})[0])
+        return np.asarray(session.run(None, {name: x})[0]) / np.float32(divide)
 
     return forward, config

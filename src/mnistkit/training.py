@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from . import data, distributed, runs
-from .engine import Split, epoch_size, evaluate, fit, to_split
+from .calibration import fit_temperature, temperature_of
+from .engine import Split, epoch_size, fit, logit_scores, predict_logits, to_split
 from .errors import MnistkitError
 from .fileio import is_temp, remove_stale_temps
 from .interrupt import StopOnSignal
@@ -39,11 +40,16 @@ from .speed import StepExtras
 
 @dataclass
 class Run:
-    """A finished training run: the model (eval mode), ``metrics.json``, and where it lies."""
+    """A finished training run: the model (eval mode), ``metrics.json``, and where it lies.
+
+    ``model(x)`` gives the raw logits; ``softmax(model(x) / temperature)`` the calibrated
+    probabilities that ``predict``, the server and the report show (``calibration``).
+    """
 
     model: torch.nn.Module
     metrics: dict[str, Any]
     path: Path
+    temperature: float = 1.0
 
 
 def resolve_device(device: str) -> torch.device:
@@ -103,7 +109,10 @@ def train(
         seed: seeds the initial weights, the shuffling and dropout. Same seed, same thread
             count, same result on the CPU.
         val_split: fraction of the training images held out for validation, taken from the
-            end as Keras's ``validation_split`` does; 0 for none.
+            end as Keras's ``validation_split`` does; 0 for none. The validation images also
+            fit the temperature that calibrates the probabilities; without them the recipe's
+            ``calibration_split`` of the training images is held out for it (none for the
+            seed recipes, whose probabilities then stay as trained: ``T = 1``).
         device: ``auto``, ``cpu`` or ``cuda``.
         threads: CPU threads for PyTorch (``torch.set_num_threads``); default PyTorch's.
         dataset, data_dir, cache_dir: where the data come from (see :func:`mnistkit.data.load`).
@@ -153,6 +162,11 @@ def train(
     fraction = rec.epoch_fraction
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise MnistkitError(f"the recipe's epoch_fraction must lie in (0, 1], not {fraction!r}.")
+    cal_split = rec.calibration_split
+    if not 0.0 <= cal_split < 1.0:
+        raise MnistkitError(
+            f"the recipe's calibration_split must lie in [0, 1), not {cal_split!r}."
+        )
     out = Path(out or Path("runs") / f"{rec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     occupied = out.exists() and any(not is_temp(p.name) for p in out.iterdir())
     if resume is None and occupied and not overwrite:
@@ -175,14 +189,20 @@ def train(
         else data.load(dataset, data_dir=data_dir, cache_dir=cache_dir)
     )
     (xtr, ytr), (xte, yte) = loaded.arrays
+    # The held-out images, from the end: the validation split, or else the calibration split.
     n_val = int(round(len(ytr) * val_split))
-    if n_val and n_val >= len(ytr):
-        raise MnistkitError(f"a validation split of {val_split} leaves no training images.")
+    n_cal = 0 if n_val else int(round(len(ytr) * cal_split))
+    if n_val + n_cal and n_val + n_cal >= len(ytr):
+        what = (
+            f"a validation split of {val_split}" if n_val else f"a calibration split of {cal_split}"
+        )
+        raise MnistkitError(f"{what} leaves no training images.")
     x_all = torch.from_numpy(xtr.copy()).unsqueeze(1)  # (N, 1, 28, 28) uint8
     y_all = torch.from_numpy(ytr.astype("int64"))
-    n_fit = len(y_all) - n_val
+    n_fit = len(y_all) - n_val - n_cal
     train_split = to_split(x_all[:n_fit], y_all[:n_fit], dev)
-    val = to_split(x_all[n_fit:], y_all[n_fit:], dev) if n_val else None
+    held = to_split(x_all[n_fit:], y_all[n_fit:], dev) if n_val + n_cal else None
+    val = held if n_val else None
     test = to_split(
         torch.from_numpy(xte.copy()).unsqueeze(1), torch.from_numpy(yte.astype("int64")), dev
     )
@@ -205,6 +225,8 @@ def train(
         "dataset": dataset, "data_source": loaded.source, "data_sha256": loaded.sha256,
         "n_train": n_fit, "n_val": n_val, "n_test": len(test), "versions": _versions(),
         "processes": ctx.world_size if ctx else 1,
+        "calibration": {"source": "validation split" if n_val else
+                        "calibration split" if n_cal else "none", "images": n_val + n_cal},
     }  # fmt: skip
     extras = StepExtras(model, rec, gen)
     ckpt = Checkpointer(out, model, optimizer, gen, extras, dev, config)
@@ -237,7 +259,8 @@ def train(
                           position=position, stop=stop, on_stop=ckpt.save_position)  # fmt: skip
         stop.check()  # a signal during the last step: the final checkpoint is on disk
         train_seconds = sum(row["seconds"] for row in history)
-        metrics = _final_metrics(model, rec, train_split, val, test, parallel)
+        metrics, temperature = _final_metrics(model, rec, train_split, val, held, test, parallel)
+        config["temperature"] = temperature
         metrics.update(
             recipe=rec.name, dataset=dataset, epochs=rec.epochs, seed=seed, device=dev.type,
             threads=torch.get_num_threads(), train_seconds=round(train_seconds, 3),
@@ -247,7 +270,7 @@ def train(
         if main:
             runs.save_run(out, model, config, metrics, history)
     distributed.teardown(sync=True)
-    return Run(model.eval(), metrics, out)
+    return Run(model.eval(), metrics, out, temperature)
 
 
 def _finished(out: Path, epochs: int) -> bool:
@@ -259,20 +282,45 @@ def _finished(out: Path, epochs: int) -> bool:
 
 
 def _final_metrics(model: torch.nn.Module, rec: Recipe, train: Split, val: Split | None,
-                   test: Split, parallel: distributed.DataParallel | None = None,
-                   ) -> dict[str, Any]:  # fmt: skip
+                   held: Split | None, test: Split,
+                   parallel: distributed.DataParallel | None = None,
+                   ) -> tuple[dict[str, Any], float]:  # fmt: skip
     """Test and train figures of the final model in eval mode (no dropout), as Keras's
-    ``evaluate`` gives them; the train figures are on the images it trained on (no val).
-    Under torchrun each rank evaluates a part of each split."""
-    score = evaluate if parallel is None else parallel.evaluate
-    te = score(model, test, rec.eval_batch_size)
-    tr = score(model, train, rec.eval_batch_size)
-    va = score(model, val, rec.eval_batch_size) if val is not None else None
+    ``evaluate`` gives them (the train figures on the images it trained on), and the
+    temperature fitted on the held-out images (``held``: the validation split or the
+    calibration split; ``T = 1`` without). Under torchrun each rank computes a part of the
+    logits of each split."""
+    logits_of = predict_logits if parallel is None else parallel.logits
+    bs = rec.eval_batch_size
+    t, va = 1.0, None
+    if held is not None:
+        held_logits = logits_of(model, held.x, bs)
+        t = fit_temperature(held_logits, held.y)
+        va = logit_scores(held_logits, held.y) if val is held else None
+    test_logits = logits_of(model, test.x, bs)
+    te = logit_scores(test_logits, test.y)
+    tr = logit_scores(logits_of(model, train.x, bs), train.y)
     return {
         "test_accuracy": te["accuracy"], "test_loss": te["loss"],
         "train_accuracy": tr["accuracy"], "train_loss": tr["loss"],
         "val_accuracy": va["accuracy"] if va else None,
-    }  # fmt: skip
+        **calibration_metrics(test_logits, test.y, t),
+    }, t  # fmt: skip
+
+
+def calibration_metrics(
+    logits: torch.Tensor, y: torch.Tensor, temperature: float
+) -> dict[str, float]:
+    """``test_ece`` (15 bins) of the probabilities a run reports, ``softmax(logits / T)``, and
+    ``test_ece_uncalibrated`` of the model's own (``T = 1``); ``test_calibrated_loss``."""
+    from .metrics import calibration as reliability
+
+    z, labels = logits.double().cpu(), y.cpu().numpy()
+    return {
+        "test_ece": reliability(torch.softmax(z / temperature, 1).numpy(), labels).ece,
+        "test_ece_uncalibrated": reliability(torch.softmax(z, 1).numpy(), labels).ece,
+        "test_calibrated_loss": torch.nn.functional.cross_entropy(z / temperature, y.cpu()).item(),
+    }
 
 
 def evaluate_run(
@@ -291,8 +339,10 @@ def evaluate_run(
 
     Returns:
         ``recipe``, ``dataset``, ``test_loss``, ``test_accuracy``, ``train_loss``,
-        ``train_accuracy`` (all training images, held-out ones included) and ``per_class``:
-        a list of ``{"class", "precision", "recall", "support"}`` on the test split.
+        ``train_accuracy`` (all training images, held-out ones included), ``temperature``,
+        ``test_ece`` and ``test_ece_uncalibrated`` (see :func:`calibration_metrics`) and
+        ``per_class``: a list of ``{"class", "precision", "recall", "support"}`` on the test
+        split.
     """
     from .metrics import class_scores, confusion_matrix
 
@@ -302,15 +352,20 @@ def evaluate_run(
     )
     (xtr, ytr), (xte, yte) = loaded.arrays
     dev = next(model.parameters()).device
-    out: dict[str, Any] = {"recipe": config.get("recipe"), "dataset": config["dataset"]}
+    t = temperature_of(config)
+    out: dict[str, Any] = {"recipe": config.get("recipe"), "dataset": config["dataset"],
+                           "temperature": t}  # fmt: skip
     for name, x, y in (("test", xte, yte), ("train", xtr, ytr)):
         split = to_split(
             torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype("int64")), dev
         )
-        res = evaluate(model, split)
+        logits = predict_logits(model, split.x)
+        res = logit_scores(logits, split.y)
         out[f"{name}_loss"], out[f"{name}_accuracy"] = res["loss"], res["accuracy"]
         if name == "test":
             scores = class_scores(confusion_matrix(yte, res["predictions"].numpy()))
+            cal = calibration_metrics(logits, split.y, t)
+            out.update(test_ece=cal["test_ece"], test_ece_uncalibrated=cal["test_ece_uncalibrated"])
     out["per_class"] = [
         {"class": k, "precision": float(scores.precision[k]), "recall": float(scores.recall[k]),
          "support": int(scores.support[k])}
