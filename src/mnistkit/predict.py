@@ -3,8 +3,9 @@
 ::
 
     clf = mnistkit.load("runs/fast")                 # or backend="onnx" after `mnistkit export`
-    pred = clf.predict("my_digit.jpg")               # -> Prediction(label=7, ...)
+    pred = clf.predict("my_digit.jpg")               # -> Prediction(label=7, p=0.998)
     pred.input28                                     # the 28x28 image the model saw
+    clf.predict(x_test[:5])                          # a batch (N, 28, 28) -> N predictions
 
 Probabilities are calibrated: both backends divide the logits by the run's temperature
 (``calibration``; the exported ONNX graph includes the division).
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, overload
 
 import numpy as np
+from PIL import Image
 
 from .calibration import temperature_of
 from .errors import MnistkitError
@@ -43,7 +46,7 @@ MAX_INK = 0.5
 Forward = Callable[[np.ndarray], np.ndarray]  # (N, 1, 28, 28) float32 -> logits (N, 10)
 
 
-@dataclass
+@dataclass(repr=False)
 class Prediction:
     """What the model made of one image.
 
@@ -60,6 +63,10 @@ class Prediction:
     top: list[tuple[int, float]]
     input28: np.ndarray
     not_digit: str | None = None
+
+    def __repr__(self) -> str:  # one line, as a person reads it; input28 stays out
+        note = f", not_digit={self.not_digit!r}" if self.not_digit else ""
+        return f"Prediction(label={self.label}, p={self.top[0][1]:.3f}{note})"
 
     def to_dict(self, top_k: int = 3) -> dict[str, Any]:
         """JSON-ready: label, probabilities, top-k as [{"label", "p"}], not_digit."""
@@ -113,6 +120,8 @@ class Classifier:
             A :class:`Classifier`; ``.info`` holds recipe, test_accuracy, model, backend,
             temperature...
         """
+        if backend not in ("torch", "onnx"):
+            raise MnistkitError(f"backend must be 'torch' or 'onnx', not {backend!r}.")
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise MnistkitError(
@@ -120,10 +129,8 @@ class Classifier:
             )
         if backend == "torch":
             forward, config = _torch_forward(run_dir, device)
-        elif backend == "onnx":
-            forward, config = _onnx_forward(run_dir)
         else:
-            raise MnistkitError(f"backend must be 'torch' or 'onnx', not {backend!r}.")
+            forward, config = _onnx_forward(run_dir)
         info = {**_read_json(run_dir / "metrics.json"), "model": config.get("model")}
         info.update(backend=backend, run_dir=str(run_dir), temperature=temperature_of(config))
         return cls(forward, info, max_bytes=max_bytes, max_pixels=max_pixels)
@@ -149,8 +156,25 @@ class Classifier:
     def preprocess(self, image: ImageSource) -> Preprocessed:
         return preprocess(image, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
 
-    def predict(self, image: ImageSource) -> Prediction:
-        """Preprocess one image the MNIST way and classify it."""
+    @overload
+    def predict(self, image: np.ndarray) -> Prediction | list[Prediction]: ...
+    @overload
+    def predict(self, image: str | os.PathLike[str] | bytes | IO[bytes] | Image.Image) -> Prediction: ...  # fmt: skip
+
+    def predict(self, image: ImageSource) -> Prediction | list[Prediction]:
+        """Preprocess one image the MNIST way and classify it; or a batch, as Keras does.
+
+        Args:
+            image: a path, bytes, a file object, a PIL image or an array. An array of shape
+                (N, 28, 28) (or (N, 28, 28, 1), (N, 1, 28, 28)), uint8 or float in [0, 1],
+                ink high, is a batch of MNIST-style images, as ``model.predict(x_test[:5])``
+                takes them in the tutorials; a (28, 28) array is one such image.
+
+        Returns:
+            One :class:`Prediction`, or a list of N for a batch array.
+        """
+        if isinstance(image, np.ndarray) and _is_batch(image):
+            return self.predict_batch(list(image.reshape(-1, 28, 28)))
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[ImageSource]) -> list[Prediction]:
@@ -167,6 +191,14 @@ class Classifier:
             return []
         probs = self.predict_arrays(np.stack([it.image for it in items]))
         return [make_prediction(p, it) for p, it in zip(probs, items, strict=True)]
+
+
+def _is_batch(a: np.ndarray) -> bool:
+    """(N, 28, 28), (N, 28, 28, 1) or (N, 1, 28, 28); never an (H, W, 3 or 4) color image."""
+    shape = a.shape
+    return (a.ndim == 3 and shape[1:] == (28, 28)) or (
+        a.ndim == 4 and shape[1:] in ((28, 28, 1), (1, 28, 28))
+    )
 
 
 def make_prediction(probs: np.ndarray, item: Preprocessed) -> Prediction:
