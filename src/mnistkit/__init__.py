@@ -40,7 +40,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mnistkit' has no attribute {name!r}")
 
 
-load = Classifier.load  # mnistkit.load("runs/fast").predict("digit.jpg")
+# mnistkit.load("runs/fast").predict("digit.jpg"); mnistkit.load(): the default model, trained
+# into the cache on first use (default_model).
+load = Classifier.load
 
 __version__ = "0.1.0"
 

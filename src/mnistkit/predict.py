@@ -6,6 +6,7 @@
     pred = clf.predict("my_digit.jpg")               # -> Prediction(label=7, p=0.998)
     pred.input28                                     # the 28x28 image the model saw
     clf.predict(x_test[:5])                          # a batch (N, 28, 28) -> N predictions
+    mnistkit.load()                                  # the default model (``default_model``)
 
 Probabilities are calibrated: both backends divide the logits by the run's temperature
 (``calibration``; the exported ONNX graph includes the division).
@@ -102,19 +103,27 @@ class Classifier:
     @classmethod
     def load(
         cls,
-        run_dir: str | Path,
+        run_dir: str | Path | None = None,
         backend: str = "torch",
         device: str = "cpu",
         max_bytes: int = MAX_BYTES,
         max_pixels: int = MAX_PIXELS,
+        *,
+        cache_dir: str | Path | None = None,
+        data_dir: str | Path | None = None,
+        quiet: bool = False,
     ) -> Classifier:
         """Load a run directory for prediction.
 
         Args:
             run_dir: written by :func:`mnistkit.train` (and ``mnistkit export`` for onnx).
+                None: the default model, trained into the cache on first use
+                (:func:`mnistkit.default_model.ensure_default_model`).
             backend: "torch", or "onnx" (onnxruntime on ``model.onnx``, no torch import).
             device: torch device for the torch backend ("cpu", "cuda").
             max_bytes, max_pixels: limits on each input image.
+            cache_dir, data_dir, quiet: for the default model: the cache, where MNIST comes
+                from if not cached, and no progress line.
 
         Returns:
             A :class:`Classifier`; ``.info`` holds recipe, test_accuracy, model, backend,
@@ -122,6 +131,12 @@ class Classifier:
         """
         if backend not in ("torch", "onnx"):
             raise MnistkitError(f"backend must be 'torch' or 'onnx', not {backend!r}.")
+        if run_dir is None:
+            from .default_model import ensure_default_model
+
+            run_dir = ensure_default_model(cache_dir=cache_dir, data_dir=data_dir,
+                                           onnx=backend == "onnx",
+                                           log=None if quiet else _stderr)  # fmt: skip
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise MnistkitError(
@@ -199,6 +214,12 @@ def _is_batch(a: np.ndarray) -> bool:
     return (a.ndim == 3 and shape[1:] == (28, 28)) or (
         a.ndim == 4 and shape[1:] in ((28, 28, 1), (1, 28, 28))
     )
+
+
+def _stderr(message: str) -> None:
+    import sys
+
+    print(f"mnistkit: {message}", file=sys.stderr, flush=True)
 
 
 def make_prediction(probs: np.ndarray, item: Preprocessed) -> Prediction:
