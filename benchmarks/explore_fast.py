@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 
 from mnistkit import load_data
-from mnistkit.bench import format_machine, machine_info
-from mnistkit.engine import Split, predict_logits, to_split
+from mnistkit.bench.train import format_machine, machine_info
 from mnistkit.recipes import get_recipe
-from mnistkit.training import train
+from mnistkit.training.loop import Split, predict_logits, to_split
+from mnistkit.training.runner import train
 
 MODEL_KEYS = {"widths", "tta", "depth", "dropout", "stem", "stem_kernel", "members"}
 

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 import mnistkit
-from mnistkit import handwriting, imageops
-from mnistkit import preprocess as pp
-from mnistkit.predict import Classifier
+from mnistkit import handwriting
+from mnistkit.infer import imageops
+from mnistkit.infer import preprocess as pp
+from mnistkit.infer.predict import Classifier
 
 
 def calibrate(x: np.ndarray) -> None:
@@ -64,7 +65,7 @@ def main() -> int:
     if not args.run_dir:
         ap.error("RUN_DIR is required")
     if args.backend == "onnx" and not (Path(args.run_dir) / "model.onnx").exists():
-        from mnistkit.export import to_onnx
+        from mnistkit.infer.export import to_onnx
 
         to_onnx(args.run_dir)
     clf = Classifier.load(args.run_dir, backend=args.backend)

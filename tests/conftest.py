@@ -25,7 +25,7 @@ os.environ.pop("MNISTKIT_DATA_DIR", None)
 os.environ.setdefault("MNISTKIT_TIMEOUT", "3")
 
 from mnistkit import data  # noqa: E402  (after the environment is set)
-from mnistkit.idx import encode_idx  # noqa: E402
+from mnistkit.data.idx import encode_idx  # noqa: E402
 
 
 def make_arrays(n_train: int = 200, n_test: int = 50, seed: int = 0):

@@ -23,13 +23,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import make_arrays, tiny_dataset, write_idx_dir  # noqa: E402
 
-from mnistkit import data, distributed, engine  # noqa: E402
-from mnistkit.engine import Split, fit  # noqa: E402
+from mnistkit import data
 from mnistkit.models import create_model  # noqa: E402
-from mnistkit.optim import create_optimizer  # noqa: E402
 from mnistkit.recipes import Recipe  # noqa: E402
+from mnistkit.training import distributed
+from mnistkit.training import loop as engine  # noqa: E402
+from mnistkit.training.loop import Split, fit  # noqa: E402
+from mnistkit.training.optim import create_optimizer  # noqa: E402
 
-# No batch norm (on the CPU each rank normalises by its own slice, see mnistkit.distributed):
+# No batch norm (on the CPU each rank normalises by its own slice, see mnistkit.training.distributed):
 # a conv net in channels-last with label smoothing, and an MLP with an L1 penalty.
 RECIPES = [
     Recipe(name="conv", model="convnet", optimizer="sgd", lr=0.05, batch_size=37, epochs=1,

@@ -13,13 +13,13 @@ import pytest
 import torch
 from conftest import make_arrays
 
-from mnistkit.bench import TargetProbe, bench_train, format_train
+from mnistkit.bench.train import TargetProbe, bench_train, format_train
 from mnistkit.cli import main
-from mnistkit.engine import epoch_size, fit, to_split
 from mnistkit.models import create_model
-from mnistkit.optim import create_optimizer
 from mnistkit.recipes import get_recipe
-from mnistkit.speed import StepExtras
+from mnistkit.training.loop import epoch_size, fit, to_split
+from mnistkit.training.optim import create_optimizer
+from mnistkit.training.speed import StepExtras
 
 
 def test_bench_train_records_the_first_crossing(tiny_registered, tmp_path, capsys):

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from mnistkit import runs
+from mnistkit import rundir as runs
 from mnistkit.calibration import T_MIN, fit_temperature, nll, rescale, temperature_of
-from mnistkit.engine import predict_logits
 from mnistkit.errors import MnistkitError
+from mnistkit.infer.predict import Classifier
 from mnistkit.metrics import calibration
-from mnistkit.predict import Classifier
 from mnistkit.recipes import get_recipe
-from mnistkit.training import evaluate_run, train
+from mnistkit.training.loop import predict_logits
+from mnistkit.training.runner import evaluate_run, train
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -128,7 +128,7 @@ def test_a_calibration_split_that_leaves_nothing_is_refused(tiny_registered, tmp
 
 def test_torch_and_onnx_apply_the_same_temperature(tiny_run, tiny_arrays):
     pytest.importorskip("onnxruntime")
-    from mnistkit.export import to_onnx
+    from mnistkit.infer.export import to_onnx
 
     (_, _), (x, _) = tiny_arrays
     res = to_onnx(tiny_run.path, check_images=x)
@@ -147,7 +147,7 @@ def test_torch_and_onnx_apply_the_same_temperature(tiny_run, tiny_arrays):
 
 def test_an_onnx_file_of_another_temperature_is_refused(tiny_run, tiny_arrays):
     pytest.importorskip("onnxruntime")
-    from mnistkit.export import to_onnx
+    from mnistkit.infer.export import to_onnx
 
     to_onnx(tiny_run.path, check_images=tiny_arrays[1][0])
     path = tiny_run.path / "config.json"

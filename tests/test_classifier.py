@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import mnistkit
-from mnistkit.predict import Classifier, Prediction
-from mnistkit.training import train
+from mnistkit.infer.predict import Classifier, Prediction
+from mnistkit.training.runner import train
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import pytest
 from conftest import make_arrays, tiny_dataset, write_idx_dir
 
 from mnistkit import data
+from mnistkit.data.idx import encode_idx
 from mnistkit.errors import DataError
-from mnistkit.idx import encode_idx
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -13,10 +13,11 @@ import pytest
 from PIL import Image
 
 import mnistkit
-from mnistkit import default_model, training
 from mnistkit.cli import main
-from mnistkit.default_model import default_run_dir, ensure_default_model
 from mnistkit.errors import MnistkitError
+from mnistkit.infer import default_model
+from mnistkit.infer.default_model import default_run_dir, ensure_default_model
+from mnistkit.training import runner as training
 
 
 @pytest.fixture

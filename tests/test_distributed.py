@@ -1,4 +1,4 @@
-"""Training on several processes (mnistkit.distributed): ranks on 127.0.0.1 over gloo.
+"""Training on several processes (mnistkit.training.distributed): ranks on 127.0.0.1 over gloo.
 
 Each rank is a real process with torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR...),
 started here directly or by ``mnistkit train --nproc``; one CPU thread per rank.
@@ -17,10 +17,12 @@ import pytest
 import torch
 from conftest import make_arrays, tiny_dataset, write_idx_dir
 
-from mnistkit import data, distributed, launch, runs
+from mnistkit import data
+from mnistkit import rundir as runs
 from mnistkit.cli import main
 from mnistkit.errors import MnistkitError
-from mnistkit.training import train
+from mnistkit.training import distributed, launch
+from mnistkit.training.runner import train
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 TIMEOUT_S = 120  # per rank; a hang fails the test instead of blocking the suite

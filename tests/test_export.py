@@ -10,7 +10,7 @@ import pytest
 from serve_support import trained_run
 
 from mnistkit.cli import main
-from mnistkit.export import OPSET, onnx_session, softmax, to_onnx, weights_sha256
+from mnistkit.infer.export import OPSET, onnx_session, softmax, to_onnx, weights_sha256
 
 pytestmark = pytest.mark.mnist
 
@@ -69,7 +69,7 @@ def test_ensembles_and_strided_stems_export(kwargs):
     import onnxruntime as ort
     import torch
 
-    from mnistkit.export import onnx_bytes
+    from mnistkit.infer.export import onnx_bytes
     from mnistkit.models import create_model
 
     torch.manual_seed(0)

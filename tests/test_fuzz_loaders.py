@@ -19,16 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mnistkit import runs
+from mnistkit import rundir as runs
+from mnistkit.data.idx import encode_idx, read_idx
 from mnistkit.errors import DataError, ImageError, MnistkitError
-from mnistkit.idx import encode_idx, read_idx
+from mnistkit.infer.preprocess import preprocess
 from mnistkit.models import create_model
-from mnistkit.optim import create_optimizer
-from mnistkit.preprocess import preprocess
-from mnistkit.resume import Checkpointer, fingerprint
 from mnistkit.runconfig import check_config
-from mnistkit.speed import StepExtras
-from mnistkit.training import train
+from mnistkit.training.optim import create_optimizer
+from mnistkit.training.resume import Checkpointer, fingerprint
+from mnistkit.training.runner import train
+from mnistkit.training.speed import StepExtras
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 OUTCOMES: Counter[str] = Counter()  # what the fuzzing found, printed at the end (pytest -s)

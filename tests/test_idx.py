@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mnistkit.data.idx import check_pair, encode_idx, parse_idx, read_idx
 from mnistkit.errors import DataError
-from mnistkit.idx import check_pair, encode_idx, parse_idx, read_idx
 
 
 def test_round_trip_raw_and_gzip(tmp_path):

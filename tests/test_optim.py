@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mnistkit.errors import MnistkitError
-from mnistkit.optim import KERAS_EPSILON, OPTIMIZERS, create_optimizer
+from mnistkit.training.optim import KERAS_EPSILON, OPTIMIZERS, create_optimizer
 
 
 def keras_rmsprop_np(p, grads, lr=0.001, rho=0.9, eps=1e-7):

@@ -22,8 +22,8 @@ from serve_support import trained_run
 from mnistkit import handwriting
 from mnistkit.cli import main
 from mnistkit.errors import ImageError, MnistkitError
-from mnistkit.export import to_onnx
-from mnistkit.predict import Classifier
+from mnistkit.infer.export import to_onnx
+from mnistkit.infer.predict import Classifier
 
 pytestmark = pytest.mark.mnist
 

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from mnistkit import imageops
 from mnistkit.errors import ImageError, ImageTooLargeError
-from mnistkit.preprocess import preprocess
+from mnistkit.infer import imageops
+from mnistkit.infer.preprocess import preprocess
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -393,7 +393,7 @@ def test_label_components_matches_a_flood_fill(mask):
 def test_values_spanning_the_float64_range_scale_without_overflow():
     """An array from -1.7e308 to 1.7e308: max - min overflows to inf, which made the old
     min..max scaling divide inf by inf (NaN); scaled first, it maps onto [0, 1] exactly."""
-    from mnistkit.images import scale_values
+    from mnistkit.infer.images import scale_values
 
     a = np.array([[-1.7e308, 0.0], [1.7e308, 8.5e307]])
     with warnings.catch_warnings():

@@ -10,12 +10,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mnistkit.engine import evaluate, fit, to_split
 from mnistkit.models import TTANet, create_model
-from mnistkit.optim import create_optimizer
 from mnistkit.recipes import get_recipe
-from mnistkit.speed import resolve_precision
-from mnistkit.training import train
+from mnistkit.training.loop import evaluate, fit, to_split
+from mnistkit.training.optim import create_optimizer
+from mnistkit.training.runner import train
+from mnistkit.training.speed import resolve_precision
 
 
 @pytest.mark.mnist

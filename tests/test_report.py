@@ -304,7 +304,7 @@ def real_run(tmp_path_factory) -> Path:
         from serve_support import trained_run
 
         return trained_run(tmp_path_factory)
-    from mnistkit.training import train
+    from mnistkit.training.runner import train
 
     run = tmp_path_factory.mktemp("report") / "seed-convnet-1epoch"
     train("seed-convnet", out=run, epochs=1, quiet=True, device="cpu")

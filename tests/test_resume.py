@@ -20,10 +20,13 @@ import torch
 from conftest import make_arrays, write_idx_dir
 from train_driver import register_tiny, resume_recipe
 
-from mnistkit import data, engine, fileio, resume, runs
+from mnistkit import data, fileio
+from mnistkit import rundir as runs
 from mnistkit.cli import main
 from mnistkit.errors import MnistkitError, TrainingInterrupted, WriteError
-from mnistkit.training import train
+from mnistkit.training import loop as engine
+from mnistkit.training import resume
+from mnistkit.training.runner import train
 
 TIMING = {"train_seconds", "total_seconds", "examples_per_second"}
 STEPS_PER_EPOCH = 13  # 200 tiny images in batches of 16
@@ -110,7 +113,7 @@ def test_signal_mid_run_then_resume_is_exact(straight, tmp_path, monkeypatch, k)
 
 def _model_and_optimizer():
     from mnistkit.models import create_model
-    from mnistkit.optim import create_optimizer
+    from mnistkit.training.optim import create_optimizer
 
     rec = resume_recipe()
     model = create_model(rec.model, **rec.model_kwargs)

@@ -22,7 +22,8 @@ import pytest
 from conftest import ROOT, make_arrays, write_idx_dir
 from test_resume import STEPS_PER_EPOCH, TOTAL_STEPS, assert_same_run
 
-from mnistkit import runs, sealed
+from mnistkit import rundir as runs
+from mnistkit import sealed
 
 DRIVER = ROOT / "tests" / "train_driver.py"
 EPOCHS = TOTAL_STEPS // STEPS_PER_EPOCH

@@ -8,9 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from mnistkit import runs, sealed
+from mnistkit import rundir as runs
+from mnistkit import sealed
 from mnistkit.errors import MnistkitError
-from mnistkit.training import train
+from mnistkit.training.runner import train
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def clf(run_dir):
-    from mnistkit.predict import Classifier
+    from mnistkit.infer.predict import Classifier
 
     return Classifier.load(run_dir)
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnistkit import runs
-from mnistkit.engine import Progress, lr_at, train_step
+from mnistkit import rundir as runs
 from mnistkit.errors import MnistkitError
 from mnistkit.models import create_model
-from mnistkit.optim import create_optimizer
 from mnistkit.recipes import RECIPES, get_recipe, seed_recipes
-from mnistkit.training import train
+from mnistkit.training.loop import Progress, lr_at, train_step
+from mnistkit.training.optim import create_optimizer
+from mnistkit.training.runner import train
 
 
 def tiny(recipe="seed-dense512", **kw):

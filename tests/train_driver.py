@@ -27,9 +27,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from mnistkit import data, engine, fileio
+from mnistkit import data, fileio
 from mnistkit.cli import main
 from mnistkit.recipes import RECIPES, Recipe, get_recipe
+from mnistkit.training import loop as engine
 
 
 def resume_recipe() -> Recipe:
@@ -76,7 +77,7 @@ def install_fault(spec: str) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         # Every module that writes run files took write_atomic from fileio by name.
-        import mnistkit.runs as runs
+        import mnistkit.rundir as runs
 
         fileio.write_atomic = write  # type: ignore[assignment]
         runs.write_atomic = write  # type: ignore[attr-defined]

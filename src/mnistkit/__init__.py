@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-from .data import load_data, load_tensors
-from .errors import DataError, ImageError, ImageTooLargeError, MnistkitError
-from .predict import Classifier, Prediction
-from .preprocess import preprocess
+from mnistkit.data import load_data, load_tensors
+from mnistkit.errors import DataError, ImageError, ImageTooLargeError, MnistkitError
+from mnistkit.infer.predict import Classifier, Prediction
+from mnistkit.infer.preprocess import preprocess
 
 if TYPE_CHECKING:
-    from .runs import load_model
-    from .training import Run, train
+    from mnistkit.rundir import load_model
+    from mnistkit.training.runner import Run, train
 
 # Imported on first use, so `import mnistkit` and the CLI's start stay free of torch.
 _LAZY = {"Run": ".training", "train": ".training", "load_model": ".runs"}

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import WriteError
+from mnistkit.errors import WriteError
 
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # what write_atomic's temp files look like
 

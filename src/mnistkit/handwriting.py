@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from . import imageops as ops
-from .images import ImageSource, load_pixels
+from mnistkit.infer import imageops as ops
+from mnistkit.infer.images import ImageSource, load_pixels
 
 PAPERS = {
     "white": (0.96, 0.96, 0.95), "cream": (0.95, 0.92, 0.80), "yellow": (0.98, 0.94, 0.58),

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import MnistkitError
+from mnistkit.errors import MnistkitError
 
 MODELS: dict[str, Callable[..., Net]] = {}
 

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import MnistkitError
+from mnistkit.errors import MnistkitError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import MnistkitError
+from mnistkit.errors import MnistkitError
 
 Rule = tuple[str, Callable[[Any], bool]]  # (what the value must be, its test)
 
@@ -125,7 +125,7 @@ def check_config(config: Any, path: str | Path, resume: bool = False) -> dict[st
 
 
 def _check_recipe_settings(settings: dict[str, Any], where: str) -> None:
-    from .recipes import Recipe
+    from mnistkit.recipes import Recipe
 
     fields = {f.name: f for f in dataclasses.fields(Recipe)}
     unknown = sorted(set(settings) - set(fields))

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import MnistkitError
+from mnistkit.errors import MnistkitError
 
 SEAL = "sha256"
 

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from ..errors import MnistkitError
-from . import bench_cmds, data_cmds, predict_cmds, report_cmds, serve_cmds, train_cmds
+from mnistkit.cli import bench_cmds, data_cmds, predict_cmds, report_cmds, serve_cmds, train_cmds
+from mnistkit.errors import MnistkitError
 
 # Command modules, in the order `mnistkit --help` lists them.
 COMMAND_MODULES = [data_cmds, train_cmds, report_cmds, predict_cmds, serve_cmds, bench_cmds]
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from .. import __version__
+    from mnistkit import __version__
 
     return __version__
 

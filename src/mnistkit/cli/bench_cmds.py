@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import MnistkitError
+from mnistkit.errors import MnistkitError
 
 
 def log(args: argparse.Namespace, message: str) -> None:
-    from . import log as cli_log  # not at import time: cli/__init__ imports this module
+    from mnistkit.cli import log as cli_log  # not at import time: cli/__init__ imports this module
 
     cli_log(args, message)
 
@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
-    from ..bench import bench_train, format_train, save_json
+    from mnistkit.bench.train import bench_train, format_train, save_json
 
     if args.seeds < 1:
         raise MnistkitError(f"--seeds must be at least 1, not {args.seeds}.")
@@ -68,8 +68,8 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 def cmd_bench_infer(args: argparse.Namespace) -> int:
     import torch
 
-    from ..bench import save_json
-    from ..bench_infer import bench_infer, format_infer, load_for_bench
+    from mnistkit.bench.infer import bench_infer, format_infer, load_for_bench
+    from mnistkit.bench.train import save_json
 
     try:
         sizes = tuple(int(b) for b in args.batch_sizes.split(","))

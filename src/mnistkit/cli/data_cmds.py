@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from .. import data
-from ..errors import MnistkitError
+from mnistkit import data
+from mnistkit.errors import MnistkitError
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def _load(args: argparse.Namespace) -> data.Loaded:
-    from . import data_options
+    from mnistkit.cli import data_options
 
     return data.load(args.dataset, **data_options(args))  # type: ignore[arg-type]
 
@@ -81,7 +81,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from ..report import save_grid
+    from mnistkit.report import save_grid
 
     loaded = _load(args)
     (xtr, ytr), (xte, yte) = loaded.arrays

@@ -1,6 +1,6 @@
 """``mnistkit predict [RUN_DIR] IMAGE|DIR|- ...`` and ``mnistkit export RUN_DIR``.
 
-Without a run directory, ``predict`` uses the default model (:mod:`mnistkit.default_model`),
+Without a run directory, ``predict`` uses the default model (:mod:`mnistkit.infer.default_model`),
 trained into the cache on first use. The first argument is a run directory when it is a folder
 with a ``config.json``; any other folder is searched for images.
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ImageError, MnistkitError
+from mnistkit.errors import ImageError, MnistkitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 CHUNK = 256  # images preprocessed and classified together: one forward pass each
@@ -114,7 +114,7 @@ def split_run_dir(inputs: list[str]) -> tuple[str | None, list[str]]:
 
 def load_classifier(args: argparse.Namespace, run_dir: str | None, **kw: Any) -> Any:
     """The run's classifier, or the default model's (trained into the cache on first use)."""
-    from ..predict import Classifier
+    from mnistkit.infer.predict import Classifier
 
     return Classifier.load(run_dir, backend=args.backend, cache_dir=getattr(args, "cache_dir", None),
                            data_dir=getattr(args, "data_dir", None),
@@ -187,7 +187,7 @@ def save_input(folder: Path, name: str, image28: Any) -> Path:
     import numpy as np
     from PIL import Image
 
-    from ..fileio import write_atomic
+    from mnistkit.fileio import write_atomic
 
     stem = "stdin" if name == "-" else name.strip("/").replace("/", "__").replace("\\", "__")
     path = folder / f"{stem}.png"
@@ -198,7 +198,7 @@ def save_input(folder: Path, name: str, image28: Any) -> Path:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..export import to_onnx
+    from mnistkit.infer.export import to_onnx
 
     res = to_onnx(args.run_dir)
     size = res.path.stat().st_size

@@ -53,7 +53,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..report import compare_rows
+    from mnistkit.report import compare_rows
 
     rows = compare_rows(args.runs)
     # Label plot points by recipe, adding the folder when two runs share a recipe.
@@ -61,7 +61,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for r in rows:
         r["label"] = r["name"] if seen[r["name"]] == 1 else f"{r['name']} ({Path(r['run']).name})"
     if args.out:
-        from ..plots import plot_compare
+        from mnistkit.report.plots import plot_compare
 
         plot_compare([{**r, "name": r["label"]} for r in rows], args.out)
     if args.json:
@@ -69,7 +69,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         print(format_table(rows))
     if args.out:
-        from . import log
+        from mnistkit.cli import log
 
         log(args, f"wrote {args.out}")
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..errors import MnistkitError
+from mnistkit.errors import MnistkitError
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..serve import create_app, require_serve_deps
+    from mnistkit.serve import create_app, require_serve_deps
 
     require_serve_deps()
     for name in ("max_bytes", "max_pixels", "max_batch"):
@@ -45,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from .predict_cmds import load_classifier
+    from mnistkit.cli.predict_cmds import load_classifier
 
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(
@@ -63,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     info = clf.info
     acc = info.get("test_accuracy")
     acc_text = f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
-    from . import log
+    from mnistkit.cli import log
 
     log(args, f"serving {info['run_dir']} ({info.get('recipe', '?')}{acc_text}, {args.backend})")
     log(args, f"open http://{_url_host(args.host)}:{args.port}/ to draw digits; Ctrl+C stops")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import MnistkitError, TrainingInterrupted
+from mnistkit.errors import MnistkitError, TrainingInterrupted
 
 
 def _training_options(p: argparse.ArgumentParser) -> None:
@@ -73,8 +73,8 @@ def pct(x: float | None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .. import distributed
-    from ..training import train
+    from mnistkit.training import distributed
+    from mnistkit.training.runner import train
 
     if args.recipe is None and args.resume is None:
         raise MnistkitError("give --recipe NAME (see `mnistkit models`) or --resume RUN_DIR.")
@@ -103,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def launch_ranks(args: argparse.Namespace) -> int:
     """``train --nproc N``: this command line without ``--nproc``, on N torchrun ranks."""
-    from .. import distributed
+    from mnistkit.training import distributed
 
     if args.nproc < 1:
         raise MnistkitError(f"--nproc must be a positive number of processes, not {args.nproc}.")
@@ -117,7 +117,7 @@ def launch_ranks(args: argparse.Namespace) -> int:
         if value is not None and value is not False and value != action.default:
             flag = max(action.option_strings, key=len)
             argv += [flag] if value is True else [flag, str(value)]
-    from ..launch import launch
+    from mnistkit.training.launch import launch
 
     return launch(args.nproc, argv, args.threads)
 
@@ -130,12 +130,12 @@ def interrupted(e: TrainingInterrupted) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..training import evaluate_run
+    from mnistkit.training.runner import evaluate_run
 
     res = evaluate_run(args.run_dir, device=args.device, data_dir=getattr(args, "data_dir", None),
                        cache_dir=getattr(args, "cache_dir", None))  # fmt: skip
     if args.report:
-        from ..report import write_report
+        from mnistkit.report import write_report
 
         write_report(args.run_dir, data_dir=getattr(args, "data_dir", None),
                      cache_dir=getattr(args, "cache_dir", None))  # fmt: skip
@@ -183,8 +183,8 @@ def reproduce_table(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from ..recipes import get_recipe, seed_recipes
-    from ..training import train
+    from mnistkit.recipes import get_recipe, seed_recipes
+    from mnistkit.training.runner import train
 
     names = args.recipes or seed_recipes()
     recipes = [get_recipe(n) for n in names]  # every name checked before any training
@@ -204,8 +204,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ..models import MODELS, count_parameters, create_model
-    from ..recipes import RECIPES
+    from mnistkit.models import MODELS, count_parameters, create_model
+    from mnistkit.recipes import RECIPES
 
     print(f"{'model':<14}  {'parameters':>10}  description")
     for name, fn in MODELS.items():
@@ -223,7 +223,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from ..models import create_model, summary
+    from mnistkit.models import create_model, summary
 
     print(summary(create_model(args.model)))
     return 0

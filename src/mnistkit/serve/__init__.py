@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MnistkitError
+from mnistkit.errors import MnistkitError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -32,6 +32,6 @@ def require_serve_deps() -> None:
 def create_app(classifier: Any, **options: Any) -> FastAPI:
     """The FastAPI app serving ``classifier``; see :func:`mnistkit.serve.app.create_app`."""
     require_serve_deps()
-    from .app import create_app as _create_app
+    from mnistkit.serve.app import create_app as _create_app
 
     return _create_app(classifier, **options)

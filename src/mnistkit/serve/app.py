@@ -32,8 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import Message
 
-from ..errors import ImageError, ImageTooLargeError
-from .batching import Batcher, BusyError
+from mnistkit.errors import ImageError, ImageTooLargeError
+from mnistkit.serve.batching import Batcher, BusyError
 
 log = logging.getLogger("mnistkit.serve")
 
@@ -68,7 +68,7 @@ def create_app(
     """The service for one loaded classifier.
 
     Args:
-        classifier: a :class:`mnistkit.predict.Classifier` (``predict_batch`` and ``info``).
+        classifier: a :class:`mnistkit.infer.predict.Classifier` (``predict_batch`` and ``info``).
         max_bytes: largest request body, bytes (2 MB: a phone photo as JPEG fits).
         max_pixels: largest image, width x height (25 MP: any phone camera; bombs do not).
         timeout_s: seconds a request may take to arrive and be answered; then 408 or 503.

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .fileio import write_text_atomic
-from .metrics import Calibration, ClassScores
+from mnistkit.fileio import write_text_atomic
+from mnistkit.metrics import Calibration, ClassScores
 
 if TYPE_CHECKING:
-    from .report import RunFiles
+    from mnistkit.report import RunFiles
 
 CSS = """
 :root{--fg:#1c2230;--muted:#5d6675;--bg:#f3f5f8;--card:#fff;--line:#e2e6ec;--accent:#2457c5;
@@ -153,7 +153,7 @@ def render_html(
     """Write ``paths["html"]`` from the run and the PNGs already written at ``paths[...]``;
     ``cal`` is the reliability of the probabilities the run reports, ``before`` that of the
     model's own when the run has a temperature."""
-    from . import __version__
+    from mnistkit import __version__
 
     m, cfg = run.metrics, run.config
     total, right = int(cm.sum()), int(np.trace(cm))
@@ -231,7 +231,7 @@ overconfidence, gold underconfidence. {_e(_calibration_sentence(cfg, cal, before
 
 def _calibration_sentence(cfg: dict[str, Any], cal: Calibration, before: Calibration | None) -> str:
     """What the run did to calibrate its probabilities, and the expected calibration errors."""
-    from .calibration import temperature_of
+    from mnistkit.calibration import temperature_of
 
     info = cfg.get("calibration")
     info = info if isinstance(info, dict) else {}

@@ -28,11 +28,11 @@ from typing import Any
 
 import torch
 
-from . import sealed
-from .errors import MnistkitError
-from .fileio import write_atomic, write_json_atomic, write_text_atomic
-from .models import create_model
-from .runconfig import check_config
+from mnistkit import sealed
+from mnistkit.errors import MnistkitError
+from mnistkit.fileio import write_atomic, write_json_atomic, write_text_atomic
+from mnistkit.models import create_model
+from mnistkit.runconfig import check_config
 
 METRIC_KEYS = (
     "recipe", "dataset", "epochs", "seed", "device", "threads", "test_accuracy", "test_loss",

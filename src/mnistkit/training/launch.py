@@ -1,7 +1,7 @@
 """``mnistkit train --nproc N``: start N local ranks with torchrun's own launcher.
 
 The ranks run the command line again without ``--nproc``; everything they do once started is
-in :mod:`mnistkit.distributed`.
+in :mod:`mnistkit.training.distributed`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from .cli import LAUNCHED_ENV
+from mnistkit.cli import LAUNCHED_ENV
 
 
 def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import imageops as ops
-from .images import MAX_BYTES, MAX_PIXELS, ImageSource, array_to_float, load_pixels
+from mnistkit.infer import imageops as ops
+from mnistkit.infer.images import MAX_BYTES, MAX_PIXELS, ImageSource, array_to_float, load_pixels
 
 # Working sizes, px. Detection runs on the page shrunk to WORK px at most (a 12 MP photo to
 # 1024 x 768: a digit a tenth of the page high is still 77 px); the digit itself is then cut

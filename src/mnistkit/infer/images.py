@@ -17,7 +17,7 @@ from typing import IO, Any, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, ImageTooLargeError
+from mnistkit.errors import ImageError, ImageTooLargeError
 
 # A phone photo as JPEG is 2-8 MB; 20 MB leaves room for PNG scans without inviting abuse.
 MAX_BYTES = 20_000_000

@@ -18,8 +18,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .data import default_cache_dir
-from .errors import MnistkitError, TrainingInterrupted
+from mnistkit.data import default_cache_dir
+from mnistkit.errors import MnistkitError, TrainingInterrupted
 
 RECIPE = "fast"  # the least training time to >= 99 % test accuracy
 DATASET = "mnist"
@@ -77,7 +77,7 @@ def ensure_default_model(
             if not _ready(path):  # another process may have trained it while this one waited
                 _train_into(path, cache_dir, data_dir, log)
             if onnx and not (path / "model.onnx").is_file():
-                from .export import to_onnx
+                from mnistkit.infer.export import to_onnx
 
                 to_onnx(path)
     except Timeout:
@@ -97,7 +97,7 @@ def _train_into(
     data_dir: str | os.PathLike[str] | None,
     log: Log | None,
 ) -> None:
-    from .training import train
+    from mnistkit.training.runner import train
 
     if log is not None:
         log(f"no default model yet: training the {RECIPE!r} recipe once into {path}")

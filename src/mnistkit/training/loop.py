@@ -6,7 +6,7 @@ processes. Figures are accumulated as tensors and read (``.item()``) once per ep
 ``REFRESH_STEPS`` steps when a progress bar is drawn, so the loop adds almost nothing per step
 to what the model itself costs.
 
-The orchestration (data, run directory, resume) is :func:`mnistkit.training.train`. (This
+The orchestration (data, run directory, resume) is :func:`mnistkit.training.runner.train`. (This
 module is not called ``train.py``: importing a submodule ``mnistkit.train`` would rebind the
 name ``mnistkit.train``, the public function, to the module.)
 """
@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .recipes import Recipe
-from .speed import StepExtras, autocast
+from mnistkit.recipes import Recipe
+from mnistkit.training.speed import StepExtras, autocast
 
 if TYPE_CHECKING:
-    from .distributed import DataParallel
+    from mnistkit.training.distributed import DataParallel
 
 EVAL_BATCH = 256  # images per forward pass when evaluating; see Recipe.eval_batch_size
 REFRESH_STEPS = 25  # how often a terminal progress bar reads the running loss (a sync point)
@@ -140,7 +140,7 @@ def train_step(
         l1_weights: the kernels it applies to.
         label_smoothing: as ``F.cross_entropy`` takes it.
         precision: ``"bf16"`` runs the forward pass under bfloat16 autocast (see
-            :func:`mnistkit.speed.autocast`); ``""`` keeps float32.
+            :func:`mnistkit.training.speed.autocast`); ``""`` keeps float32.
 
     Returns:
         ``(loss, correct)`` as 0-d tensors, not synchronised: the batch's mean objective

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from . import data
-from .engine import EVAL_BATCH, epoch_size, evaluate, to_split
-from .fileio import write_json_atomic
+from mnistkit import data
+from mnistkit.fileio import write_json_atomic
+from mnistkit.training.loop import EVAL_BATCH, epoch_size, evaluate, to_split
 
 Log = Callable[[str], None]
 
@@ -43,7 +43,7 @@ def cpu_model() -> str:
 
 def machine_info(device: str = "cpu") -> dict[str, Any]:
     """Where a figure was measured: CPU, cores, torch threads, versions, load, GPU if used."""
-    from . import __version__
+    from mnistkit import __version__
 
     info: dict[str, Any] = {
         "cpu": cpu_model(),
@@ -79,7 +79,7 @@ class TargetProbe:
     """Evaluates the model every ``every`` steps until its test accuracy first reaches
     ``target``; records the fit seconds and step at which it did.
 
-    Called by :func:`mnistkit.engine.fit` as ``probe(get_model, step, fit_seconds)``; the
+    Called by :func:`mnistkit.training.loop.fit` as ``probe(get_model, step, fit_seconds)``; the
     model (a copy holding the EMA weights, for recipes with one) is asked for only on the
     steps it evaluates.
     """
@@ -140,8 +140,8 @@ def bench_train(
         ``{"recipe", "machine", "target", "runs": [per seed], "summary": {mean/std}}``;
         a run's ``seconds_to_target`` is None when it never reached the target.
     """
-    from .recipes import get_recipe
-    from .training import resolve_device, train
+    from mnistkit.recipes import get_recipe
+    from mnistkit.training.runner import resolve_device, train
 
     rec = get_recipe(recipe)
     if threads:

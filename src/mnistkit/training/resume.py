@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from . import runs
-from .engine import Position
-from .errors import MnistkitError, WriteError
-from .runconfig import RESUME_FIELDS
-from .speed import StepExtras
+from mnistkit import rundir as runs
+from mnistkit.errors import MnistkitError, WriteError
+from mnistkit.runconfig import RESUME_FIELDS
+from mnistkit.training.loop import Position
+from mnistkit.training.speed import StepExtras
 
 
 def fingerprint(config: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR:MASTER_PORT`` from the
 environment and :func:`setup` joins them into one process group (gloo on the CPU, NCCL on
 CUDA, each rank on GPU ``LOCAL_RANK``). ``mnistkit train --nproc N`` is a shortcut that
-launches the same thing through torchrun's own launcher (:mod:`mnistkit.launch`).
+launches the same thing through torchrun's own launcher (:mod:`mnistkit.training.launch`).
 
 How one step is split, so that a run does not depend on N except through floating-point
 order (see :class:`DataParallel`):
@@ -38,8 +38,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .engine import EVAL_BATCH
-from .errors import MnistkitError
+from mnistkit.errors import MnistkitError
+from mnistkit.training.loop import EVAL_BATCH
 
 DEFAULT_TIMEOUT_S = 600  # longest wait for another rank; override with $MNISTKIT_DIST_TIMEOUT
 
@@ -175,7 +175,7 @@ def _weighted_allreduce(state, bucket):
 
 
 class DataParallel:
-    """A model under DistributedDataParallel, and what :func:`mnistkit.engine.fit` asks of it.
+    """A model under DistributedDataParallel, and what :func:`mnistkit.training.loop.fit` asks of it.
 
     Args:
         ctx: from :func:`setup`.
@@ -228,18 +228,18 @@ class DataParallel:
     def evaluate(
         self, model: nn.Module, split: Any, batch_size: int = EVAL_BATCH
     ) -> dict[str, Any]:
-        """:func:`mnistkit.engine.evaluate` with each rank taking a contiguous part of the
+        """:func:`mnistkit.training.loop.evaluate` with each rank taking a contiguous part of the
         split: the same dict, on every rank."""
-        from .engine import logit_scores
+        from mnistkit.training.loop import logit_scores
 
         return logit_scores(self.logits(model, split.x, batch_size), split.y)
 
     def logits(
         self, model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH
     ) -> torch.Tensor:
-        """:func:`mnistkit.engine.predict_logits` with each rank taking a contiguous part of
+        """:func:`mnistkit.training.loop.predict_logits` with each rank taking a contiguous part of
         ``x``: all the logits (N, 10), on every rank."""
-        from .engine import predict_logits
+        from mnistkit.training.loop import predict_logits
 
         self.broadcast_state(model)
         n, ranks = len(x), self.ctx.world_size
@@ -270,9 +270,9 @@ def train_ensemble(
         **train_kwargs: the rest of :func:`mnistkit.train`'s arguments.
 
     Returns:
-        The :class:`mnistkit.training.Run` of each member this rank trained.
+        The :class:`mnistkit.training.runner.Run` of each member this rank trained.
     """
-    from .training import train
+    from mnistkit.training.runner import train
 
     rank, world = int(os.environ.get("RANK", "0")), world_size()
     train_kwargs["quiet"] = train_kwargs.get("quiet", False) or rank != 0

@@ -113,9 +113,9 @@ class EMA:
 
 
 class StepExtras:
-    """What a recipe adds around each training step, for :func:`mnistkit.engine.fit`.
+    """What a recipe adds around each training step, for :func:`mnistkit.training.loop.fit`.
 
-    Before the step, batch augmentation (``recipe.augment``, see :mod:`mnistkit.augment`);
+    Before the step, batch augmentation (``recipe.augment``, see :mod:`mnistkit.training.augment`);
     after it, the weight EMA (``recipe.ema``). With neither, every method is a no-op, so the
     seed recipes train exactly as they did.
 
@@ -124,7 +124,7 @@ class StepExtras:
     """
 
     def __init__(self, model: nn.Module, recipe: Any, generator: torch.Generator | None):
-        from .augment import AugmentConfig
+        from mnistkit.training.augment import AugmentConfig
 
         self.aug = AugmentConfig(**recipe.augment) if recipe.augment else None
         self.ema = EMA(model, recipe.ema) if recipe.ema else None
@@ -133,7 +133,7 @@ class StepExtras:
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         if self.aug is None:
             return x
-        from .augment import augment
+        from mnistkit.training.augment import augment
 
         return augment(x, self.aug, self.generator)
 

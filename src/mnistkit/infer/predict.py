@@ -11,7 +11,7 @@
 Probabilities are calibrated: both backends divide the logits by the run's temperature
 (``calibration``; the exported ONNX graph includes the division).
 
-The onnx backend imports neither torch nor :mod:`mnistkit.runs` (which does): a deployment
+The onnx backend imports neither torch nor :mod:`mnistkit.rundir` (which does): a deployment
 needs numpy, Pillow and onnxruntime only.
 """
 
@@ -28,12 +28,12 @@ from typing import IO, Any, overload
 import numpy as np
 from PIL import Image
 
-from .calibration import temperature_of
-from .errors import MnistkitError
-from .export import ONNX_FILE, onnx_session, softmax, weights_sha256
-from .images import MAX_BYTES, MAX_PIXELS, ImageSource
-from .preprocess import Preprocessed, preprocess
-from .runconfig import check_config
+from mnistkit.calibration import temperature_of
+from mnistkit.errors import MnistkitError
+from mnistkit.infer.export import ONNX_FILE, onnx_session, softmax, weights_sha256
+from mnistkit.infer.images import MAX_BYTES, MAX_PIXELS, ImageSource
+from mnistkit.infer.preprocess import Preprocessed, preprocess
+from mnistkit.runconfig import check_config
 
 # Below this top probability a "digit" is more likely a scribble, a letter or two digits: the
 # answer is still given, flagged. MNIST test digits that a 99 % model gets right have a top
@@ -118,7 +118,7 @@ class Classifier:
         Args:
             run_dir: written by :func:`mnistkit.train` (and ``mnistkit export`` for onnx).
                 None: the default model, trained into the cache on first use
-                (:func:`mnistkit.default_model.ensure_default_model`).
+                (:func:`mnistkit.infer.default_model.ensure_default_model`).
             backend: "torch", or "onnx" (onnxruntime on ``model.onnx``, no torch import).
             device: torch device for the torch backend ("cpu", "cuda").
             max_bytes, max_pixels: limits on each input image.
@@ -132,7 +132,7 @@ class Classifier:
         if backend not in ("torch", "onnx"):
             raise MnistkitError(f"backend must be 'torch' or 'onnx', not {backend!r}.")
         if run_dir is None:
-            from .default_model import ensure_default_model
+            from mnistkit.infer.default_model import ensure_default_model
 
             run_dir = ensure_default_model(cache_dir=cache_dir, data_dir=data_dir,
                                            onnx=backend == "onnx",
@@ -256,7 +256,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _torch_forward(run_dir: Path, device: str) -> tuple[Forward, dict[str, Any]]:
     import torch
 
-    from .runs import load_model
+    from mnistkit.rundir import load_model
 
     model, config = load_model(run_dir, device=device)
     t = temperature_of(config)

@@ -1,4 +1,4 @@
-"""A run's report: the pictures of :mod:`mnistkit.plots` and one self-contained ``report.html``.
+"""A run's report: the pictures of :mod:`mnistkit.report.plots` and one self-contained ``report.html``.
 
 :func:`write_report` is what ``mnistkit evaluate RUN_DIR --report`` calls; :func:`compare_rows`
 is behind ``mnistkit compare``. matplotlib is imported inside functions (``mnistkit[report]``).
@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from . import plots
-from .calibration import rescale, temperature_of
-from .errors import MnistkitError
-from .metrics import calibration, class_scores, confusion_matrix
+from mnistkit.calibration import rescale, temperature_of
+from mnistkit.errors import MnistkitError
+from mnistkit.metrics import calibration, class_scores, confusion_matrix
+from mnistkit.report import plots
 
 # Re-exported: `data show` and others draw digit grids through these.
-from .plots import _pyplot, save_figure, save_grid  # noqa: F401
+from mnistkit.report.plots import _pyplot, save_figure, save_grid  # noqa: F401
 
 __all__ = ["RunFiles", "compare_rows", "predict_probabilities", "read_run", "save_figure",
            "save_grid", "write_report"]  # fmt: skip
@@ -84,8 +84,8 @@ def predict_probabilities(
     """
     import torch
 
-    from .runs import load_model
-    from .training import resolve_device
+    from mnistkit.rundir import load_model
+    from mnistkit.training.runner import resolve_device
 
     dev = resolve_device(device)  # "auto", "cpu" or "cuda"
     model, config = load_model(Path(run_dir), device=dev)
@@ -133,8 +133,8 @@ def write_report(
     Returns:
         ``{"curves": path, "confusion": ..., "errors": ..., "calibration": ..., "html": ...}``.
     """
-    from . import data
-    from .report_html import render_html
+    from mnistkit import data
+    from mnistkit.report.html import render_html
 
     say = log or (lambda m: None)
     run = read_run(run_dir)

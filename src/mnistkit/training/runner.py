@@ -25,17 +25,19 @@ from typing import Any
 
 import torch
 
-from . import data, distributed, runs
-from .calibration import fit_temperature, temperature_of
-from .engine import Split, epoch_size, fit, logit_scores, predict_logits, to_split
-from .errors import MnistkitError
-from .fileio import is_temp, remove_stale_temps
-from .interrupt import StopOnSignal
-from .models import create_model
-from .optim import create_optimizer
-from .recipes import Recipe, get_recipe
-from .resume import Checkpointer, check_room
-from .speed import StepExtras
+from mnistkit import data
+from mnistkit import rundir as runs
+from mnistkit.calibration import fit_temperature, temperature_of
+from mnistkit.errors import MnistkitError
+from mnistkit.fileio import is_temp, remove_stale_temps
+from mnistkit.models import create_model
+from mnistkit.recipes import Recipe, get_recipe
+from mnistkit.training import distributed
+from mnistkit.training.interrupt import StopOnSignal
+from mnistkit.training.loop import Split, epoch_size, fit, logit_scores, predict_logits, to_split
+from mnistkit.training.optim import create_optimizer
+from mnistkit.training.resume import Checkpointer, check_room
+from mnistkit.training.speed import StepExtras
 
 
 @dataclass
@@ -69,7 +71,7 @@ def _check_positive(name: str, value: float | None, kind: type = int) -> None:
 
 
 def _versions() -> dict[str, str]:
-    from . import __version__
+    from mnistkit import __version__
 
     return {
         "mnistkit": __version__,
@@ -119,9 +121,9 @@ def train(
         quiet: no progress output.
         resume: a run directory with a checkpoint: continue it where it stopped.
         overwrite: allow ``out`` to be a non-empty folder.
-        probe: passed to :func:`mnistkit.engine.fit` (the benchmark's accuracy probe).
+        probe: passed to :func:`mnistkit.training.loop.fit` (the benchmark's accuracy probe).
         data_parallel: under torchrun (``WORLD_SIZE`` > 1), train this one run on all ranks
-            (:mod:`mnistkit.distributed`); False trains independently in each process. Only
+            (:mod:`mnistkit.training.distributed`); False trains independently in each process. Only
             rank 0 prints and writes ``out``; ``batch_size`` is the global batch.
 
     Returns:
@@ -313,7 +315,7 @@ def calibration_metrics(
 ) -> dict[str, float]:
     """``test_ece`` (15 bins) of the probabilities a run reports, ``softmax(logits / T)``, and
     ``test_ece_uncalibrated`` of the model's own (``T = 1``); ``test_calibrated_loss``."""
-    from .metrics import calibration as reliability
+    from mnistkit.metrics import calibration as reliability
 
     z, labels = logits.double().cpu(), y.cpu().numpy()
     return {
@@ -344,7 +346,7 @@ def evaluate_run(
         ``per_class``: a list of ``{"class", "precision", "recall", "support"}`` on the test
         split.
     """
-    from .metrics import class_scores, confusion_matrix
+    from mnistkit.metrics import class_scores, confusion_matrix
 
     model, config = runs.load_model(run_dir, device=resolve_device(device))
     loaded = data.load(

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bench import machine_info
+from mnistkit.bench.train import machine_info
 
 Forward = Callable[[np.ndarray], Any]
 
@@ -64,7 +64,7 @@ def _onnx_forward(model: torch.nn.Module) -> tuple[Forward | None, str]:
     try:
         import onnxruntime as ort
 
-        from .export import onnx_bytes
+        from mnistkit.infer.export import onnx_bytes
     except ImportError as e:
         return None, f"skipped: {e.name or e} is not installed (pip install 'mnistkit[onnx]')"
     opts = ort.SessionOptions()
@@ -119,7 +119,7 @@ def bench_infer(
 
 
 def format_infer(result: dict[str, Any]) -> str:
-    from .bench import format_machine
+    from mnistkit.bench.train import format_machine
 
     lines = [f"bench infer: model {result['model']}"]
     for backend, r in result["backends"].items():
@@ -137,9 +137,9 @@ def format_infer(result: dict[str, Any]) -> str:
 def load_for_bench(run_dir: str | os.PathLike[str] | None, model_name: str) -> torch.nn.Module:
     """The model of a run directory, or a freshly built registered model."""
     if run_dir is not None:
-        from .runs import load_model
+        from mnistkit.rundir import load_model
 
         return load_model(run_dir, device="cpu")[0]
-    from .models import create_model
+    from mnistkit.models import create_model
 
     return create_model(model_name)

@@ -4,7 +4,7 @@ The graph takes ``image`` float32 (batch, 1, 28, 28) in [0, 1], ink high, and gi
 (batch, 10), already divided by the run's temperature (``calibration``), so that their softmax
 is the calibrated probabilities wherever the file is deployed; the batch axis is dynamic. The
 file records the temperature (metadata ``temperature``) and the SHA-256 of the weights it was
-made from (``weights_sha256``), so :class:`mnistkit.predict.Classifier` can refuse a
+made from (``weights_sha256``), so :class:`mnistkit.infer.predict.Classifier` can refuse a
 ``model.onnx`` left behind by an earlier training into the same folder.
 
 The exporter is TorchScript-based (``dynamo=False``): on torch 2.13 it exports every model in
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import DataError, MnistkitError
-from .fileio import write_atomic
+from mnistkit.errors import DataError, MnistkitError
+from mnistkit.fileio import write_atomic
 
 if TYPE_CHECKING:  # torch stays unimported on the onnx-only path
     import torch
@@ -108,8 +108,8 @@ def to_onnx(
     import onnx
     import torch
 
-    from .calibration import temperature_of
-    from .runs import load_model, read_metrics
+    from mnistkit.calibration import temperature_of
+    from mnistkit.rundir import load_model, read_metrics
 
     model, config = load_model(run_dir, device="cpu")
     t = temperature_of(config)
@@ -161,7 +161,7 @@ def _divided(model: torch.nn.Module, temperature: float) -> torch.nn.Module:
 
 
 def _check_images(n: int) -> tuple[np.ndarray, str]:
-    from .data import load_data
+    from mnistkit.data import load_data
 
     try:
         (_, _), (x_test, _) = load_data()

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .errors import MnistkitError
+from mnistkit.errors import MnistkitError
 
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), the fuzz factor of every Keras 2 optimizer
 

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import DataError
-from .idx import encode_idx, parse_idx, read_bytes
+from mnistkit.errors import DataError
+from mnistkit.data.idx import encode_idx, parse_idx, read_bytes
 
 if TYPE_CHECKING:
-    from .data import Dataset
+    from mnistkit.data import Dataset
 
 
 def sha256(data: bytes) -> str:

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MnistkitError
-from .fileio import write_atomic
-from .metrics import Calibration
+from mnistkit.errors import MnistkitError
+from mnistkit.fileio import write_atomic
+from mnistkit.metrics import Calibration
 
 TRAIN_COLOR = "#1f77b4"  # blue
 VAL_COLOR = "#ff7f0e"  # orange

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from mnistkit.errors import DataError
 
 # IDX type code -> numpy dtype (big-endian where it matters), from the format description.
 IDX_DTYPES: dict[int, np.dtype] = {

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-from .errors import TrainingInterrupted
+from mnistkit.errors import TrainingInterrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

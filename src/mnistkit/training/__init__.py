@@ -1,0 +1,1 @@
+"""Training: a recipe resolved into a run, the loop, checkpoints, several processes."""
