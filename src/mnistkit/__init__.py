@@ -21,6 +21,7 @@ from mnistkit.data import load_data, load_tensors
 from mnistkit.errors import DataError, ImageError, ImageTooLargeError, MnistkitError
 from mnistkit.infer.predict import Classifier, Prediction
 from mnistkit.infer.preprocess import preprocess
+from mnistkit.version import __version__
 
 if TYPE_CHECKING:
     from mnistkit.rundir import load_model
@@ -39,9 +40,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mnistkit' has no attribute {name!r}")
 
 
-load = Classifier.load  # mnistkit.load("runs/fast").predict("digit.jpg")
+# mnistkit.load("runs/fast").predict("digit.jpg"); mnistkit.load(): the default model, trained
+# into the cache on first use (default_model).
+load = Classifier.load
 
-__version__ = "0.1.0"
 
 __all__ = [
     "Classifier",

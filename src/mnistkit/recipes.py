@@ -61,6 +61,10 @@ class Recipe:
     precision: str = ""
     ema: float = 0.0  # per-step decay of a weight average that becomes the final model; 0 off
     augment: dict[str, float] = field(default_factory=dict)  # augment.AugmentConfig fields
+    # Fraction of the training images held out, from the end, to fit the temperature that
+    # calibrates the probabilities (``calibration``) when the run has no validation split, whose
+    # images serve then. 0 for the seeds, which train on all 60,000 images as the tutorials did.
+    calibration_split: float = 0.0
     # Provenance, for `mnistkit reproduce` and the docs.
     source: str = ""  # the seed file(s), or "ours"
     reported_test_accuracy: float | None = None  # the seed's own figure, as a fraction

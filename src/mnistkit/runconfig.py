@@ -78,6 +78,9 @@ FIELDS: dict[str, Rule] = {
     "n_val": _int(0),
     "n_test": _int(0),
     "versions": _dict_of_str(),
+    # Written at the end of training; a run without it (older, or unfinished) has T = 1.
+    "temperature": _number(0.0, lo_open=True),
+    "calibration": DICT,
 }
 LOAD_FIELDS = ("model", "model_kwargs")
 # What decides a run's numbers: resume needs them, and they must agree with the checkpoint's.

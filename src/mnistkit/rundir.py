@@ -3,7 +3,8 @@
 ::
 
     RUN_DIR/
-      config.json              recipe, model name + kwargs, hyperparameters, seed, data, versions
+      config.json              recipe, model name + kwargs, hyperparameters, seed, data, versions,
+                               the temperature that calibrates the probabilities (``calibration``)
       model.safetensors        the final weights (safetensors: loading never executes code)
       metrics.json             METRIC_KEYS, nothing else
       history.csv              HISTORY_COLUMNS, one row per epoch
@@ -40,6 +41,10 @@ METRIC_KEYS = (
     "recipe", "dataset", "epochs", "seed", "device", "threads", "test_accuracy", "test_loss",
     "train_accuracy", "train_loss", "val_accuracy", "train_seconds", "total_seconds",
     "examples_per_second",
+    # Calibration (``calibration``): expected calibration error on the test split of the
+    # probabilities the run reports (softmax(logits / T)) and of the model's own (T = 1), and
+    # the test loss of the former. Runs trained before have none of the three.
+    "test_ece", "test_ece_uncalibrated", "test_calibrated_loss",
 )  # fmt: skip
 HISTORY_COLUMNS = (
     "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",

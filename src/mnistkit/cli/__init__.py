@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from mnistkit import __version__
+    from mnistkit.version import __version__
 
     return __version__
 

@@ -1,4 +1,8 @@
-"""``mnistkit predict RUN_DIR IMAGE|DIR|- ...`` and ``mnistkit export RUN_DIR``.
+"""``mnistkit predict [RUN_DIR] IMAGE|DIR|- ...`` and ``mnistkit export RUN_DIR``.
+
+Without a run directory, ``predict`` uses the default model (:mod:`mnistkit.infer.default_model`),
+trained into the cache on first use. The first argument is a run directory when it is a folder
+with a ``config.json``; any other folder is searched for images.
 
 Each input that cannot be read gets its own error line (or ``"error"`` in JSON) and the rest
 are still predicted; the exit status is then 2. Folders are searched recursively for image
@@ -24,9 +28,12 @@ CHUNK = 256  # images preprocessed and classified together: one forward pass eac
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     help = "recognize digits in images: files, folders (recursive) or - for stdin"
-    p = sub.add_parser("predict", help=help, description=help, parents=[common])
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `mnistkit train`")
-    p.add_argument("inputs", metavar="IMAGE", nargs="+", help="image file, folder, or - (stdin)")
+    p = sub.add_parser("predict", help=help, description=help, parents=[common],
+                       usage="mnistkit predict [-h] [options] [RUN_DIR] IMAGE [IMAGE ...]")  # fmt: skip
+    p.add_argument("inputs", metavar="[RUN_DIR] IMAGE", nargs="+",
+                   help="a run directory written by `mnistkit train` (default: the default model, "
+                        "trained into the cache on first use), then image files, folders, "
+                        "or - (stdin)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     p.add_argument("--top-k", type=int, default=3, help="how many guesses to show (default 3)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
@@ -81,31 +88,61 @@ def chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
         yield chunk
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def is_run_dir(arg: str) -> bool:
+    """A folder :func:`mnistkit.train` wrote (its ``config.json`` comes first), not of images."""
+    return arg != "-" and (Path(arg) / "config.json").is_file()
+
+
+def split_run_dir(inputs: list[str]) -> tuple[str | None, list[str]]:
+    """``(RUN_DIR or None for the default model, the images)`` from predict's arguments."""
+    first = Path(inputs[0])
+    # Missing, with no image suffix, and images after it: a mistyped run directory, most likely.
+    if (
+        len(inputs) > 1
+        and inputs[0] != "-"
+        and not first.exists()
+        and (first.suffix.lower() not in IMAGE_SUFFIXES)
+    ):
+        raise MnistkitError(f"{inputs[0]} does not exist: it is neither a run directory "
+                            f"nor an image.")  # fmt: skip
+    if not is_run_dir(inputs[0]):
+        return None, inputs
+    if len(inputs) == 1:
+        raise MnistkitError(f"{inputs[0]} is a run directory: give the images to read after it.")
+    return inputs[0], inputs[1:]
+
+
+def load_classifier(args: argparse.Namespace, run_dir: str | None, **kw: Any) -> Any:
+    """The run's classifier, or the default model's (trained into the cache on first use)."""
     from mnistkit.infer.predict import Classifier
 
+    return Classifier.load(run_dir, backend=args.backend, cache_dir=getattr(args, "cache_dir", None),
+                           data_dir=getattr(args, "data_dir", None),
+                           quiet=getattr(args, "quiet", False), **kw)  # fmt: skip
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k < 1 or args.top_k > 10:
         raise MnistkitError(f"--top-k must be within 1..10, not {args.top_k}.")
-    clf = Classifier.load(args.run_dir, backend=args.backend)
+    run_dir, inputs = split_run_dir(args.inputs)
+    clf = None  # loaded at the first readable input: a mistyped name trains no default model
     save_dir = Path(args.save_inputs) if args.save_inputs else None
     results: list[dict[str, Any]] = []
     failed = 0
     table = Table(args.top_k) if not args.json else None
-    for chunk in chunks(expand(args.inputs), CHUNK):
-        done = []
-        for item in chunk:
-            if item.error is None:
-                try:
-                    done.append((item, clf.preprocess(item.source)))
-                except ImageError as e:
-                    item.error = str(e)
-        preds = dict(
-            zip(
-                [id(it) for it, _ in done],
-                clf.predict_preprocessed([p for _, p in done]),
-                strict=True,
-            )
-        )
+    for chunk in chunks(expand(inputs), CHUNK):
+        preds = {}
+        if any(item.error is None for item in chunk):
+            clf = clf or load_classifier(args, run_dir)
+            done = []
+            for item in chunk:
+                if item.error is None:
+                    try:
+                        done.append((item, clf.preprocess(item.source)))
+                    except ImageError as e:
+                        item.error = str(e)
+            found = clf.predict_preprocessed([p for _, p in done])
+            preds = dict(zip([id(it) for it, _ in done], found, strict=True))
         for item in chunk:
             if item.error is not None:
                 failed += 1

@@ -1,4 +1,5 @@
-"""``mnistkit serve RUN_DIR``: the HTTP API and drawing page for one trained run."""
+"""``mnistkit serve [RUN_DIR]``: the HTTP API and drawing page for one trained run (default:
+the default model, trained into the cache on first use)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from mnistkit.errors import MnistkitError
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     help = "serve a run over HTTP: a JSON API and a page to draw digits on"
     p = sub.add_parser("serve", help=help, description=help, parents=[common])
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `mnistkit train`")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
+                   help="run directory written by `mnistkit train` (default: the default model, "
+                        "trained into the cache on first use)")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")  # fmt: skip
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -43,16 +46,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from mnistkit.infer.predict import Classifier
+    from mnistkit.cli.predict_cmds import load_classifier
 
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    clf = Classifier.load(
-        args.run_dir, backend=args.backend, max_bytes=args.max_bytes, max_pixels=args.max_pixels
-    )
+    clf = load_classifier(args, args.run_dir, max_bytes=args.max_bytes, max_pixels=args.max_pixels)
     app = create_app(
         clf,
         max_bytes=args.max_bytes,
@@ -63,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     info = clf.info
     acc = info.get("test_accuracy")
     acc_text = f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
-    log(args, f"serving {args.run_dir} ({info.get('recipe', '?')}{acc_text}, {args.backend})")
+    log(args, f"serving {info['run_dir']} ({info.get('recipe', '?')}{acc_text}, {args.backend})")
     log(args, f"open http://{_url_host(args.host)}:{args.port}/ to draw digits; Ctrl+C stops")
     uvicorn.run(
         app,

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mnistkit.errors import DataError
-from mnistkit.fileio import write_atomic
 from mnistkit.data.idx import check_pair, parse_idx
 from mnistkit.data.sources import from_directory, from_mirror, from_npm, sha256
+from mnistkit.errors import DataError
+from mnistkit.fileio import write_atomic
 
 if TYPE_CHECKING:
     import torch

@@ -20,8 +20,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from mnistkit.errors import DataError
 from mnistkit.data.idx import MAX_IDX_BYTES, encode_idx, parse_idx, read_bytes
+from mnistkit.errors import DataError
 
 if TYPE_CHECKING:
     from mnistkit.data import Dataset

@@ -1,8 +1,10 @@
 """``to_onnx``: a run's model as ``RUN_DIR/model.onnx``, checked against torch.
 
 The graph takes ``image`` float32 (batch, 1, 28, 28) in [0, 1], ink high, and gives ``logits``
-(batch, 10); the batch axis is dynamic. The file records the SHA-256 of the weights it was made
-from (metadata ``weights_sha256``), so :class:`mnistkit.infer.predict.Classifier` can refuse a
+(batch, 10), already divided by the run's temperature (``calibration``), so that their softmax
+is the calibrated probabilities wherever the file is deployed; the batch axis is dynamic. The
+file records the temperature (metadata ``temperature``) and the SHA-256 of the weights it was
+made from (``weights_sha256``), so :class:`mnistkit.infer.predict.Classifier` can refuse a
 ``model.onnx`` left behind by an earlier training into the same folder.
 
 The exporter is TorchScript-based (``dynamo=False``): on torch 2.13 it exports every model in
@@ -40,7 +42,7 @@ class ExportResult:
         path: the ``model.onnx`` written.
         checked: how many images the check compared (0 if no data was at hand).
         check_data: "MNIST test split" or "random images" (no data offline).
-        max_abs_diff: largest |p_onnx - p_torch| over all images and classes.
+        max_abs_diff: largest |p_onnx - p_torch| over all images and classes (both calibrated).
         argmax_agree: how many of ``checked`` got the same label from both.
     """
 
@@ -106,11 +108,14 @@ def to_onnx(
     import onnx
     import torch
 
+    from mnistkit.calibration import temperature_of
     from mnistkit.rundir import load_model, read_metrics
 
     model, config = load_model(run_dir, device="cpu")
-    proto = onnx.load_from_string(onnx_bytes(model))
-    meta = {"weights_sha256": weights_sha256(run_dir), "model": str(config.get("model"))}
+    t = temperature_of(config)
+    proto = onnx.load_from_string(onnx_bytes(_divided(model, t)))
+    meta = {"weights_sha256": weights_sha256(run_dir), "model": str(config.get("model")),
+            "temperature": repr(t)}  # fmt: skip
     with contextlib.suppress(MnistkitError):  # an unfinished run has no metrics.json
         meta["recipe"] = str(read_metrics(run_dir).get("recipe"))
     for key, value in meta.items():
@@ -126,7 +131,7 @@ def to_onnx(
     x = np.asarray(check_images, np.float32)
     x = (x / 255.0 if x.max() > 1 else x).reshape(-1, 1, 28, 28)
     with torch.inference_mode():
-        p_torch = softmax(model(torch.from_numpy(x)).numpy())
+        p_torch = softmax(model(torch.from_numpy(x)).numpy() / np.float32(t))
     p_onnx = softmax(onnx_session(path).run(None, {"image": x})[0])
     return ExportResult(
         path=path,
@@ -135,6 +140,24 @@ def to_onnx(
         max_abs_diff=float(np.abs(p_onnx - p_torch).max()) if len(x) else 0.0,
         argmax_agree=int((p_onnx.argmax(1) == p_torch.argmax(1)).sum()),
     )
+
+
+def _divided(model: torch.nn.Module, temperature: float) -> torch.nn.Module:
+    """The model with its logits divided by ``temperature`` (as is when it is 1)."""
+    import torch
+
+    if temperature == 1.0:
+        return model
+
+    class Divided(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model(x) / temperature
+
+    return Divided()
 
 
 def _check_images(n: int) -> tuple[np.ndarray, str]:

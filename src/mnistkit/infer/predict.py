@@ -3,8 +3,13 @@
 ::
 
     clf = mnistkit.load("runs/fast")                 # or backend="onnx" after `mnistkit export`
-    pred = clf.predict("my_digit.jpg")               # -> Prediction(label=7, ...)
+    pred = clf.predict("my_digit.jpg")               # -> Prediction(label=7, p=0.998)
     pred.input28                                     # the 28x28 image the model saw
+    clf.predict(x_test[:5])                          # a batch (N, 28, 28) -> N predictions
+    mnistkit.load()                                  # the default model (``default_model``)
+
+Probabilities are calibrated: both backends divide the logits by the run's temperature
+(``calibration``; the exported ONNX graph includes the division).
 
 The onnx backend imports neither torch nor :mod:`mnistkit.rundir` (which does): a deployment
 needs numpy, Pillow and onnxruntime only.
@@ -13,17 +18,22 @@ needs numpy, Pillow and onnxruntime only.
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, overload
 
 import numpy as np
+from PIL import Image
 
+from mnistkit.calibration import temperature_of
 from mnistkit.errors import MnistkitError
 from mnistkit.infer.export import ONNX_FILE, onnx_session, softmax, weights_sha256
 from mnistkit.infer.images import MAX_BYTES, MAX_PIXELS, ImageSource
 from mnistkit.infer.preprocess import Preprocessed, preprocess
+from mnistkit.runconfig import check_config
 
 # Below this top probability a "digit" is more likely a scribble, a letter or two digits: the
 # answer is still given, flagged. MNIST test digits that a 99 % model gets right have a top
@@ -37,7 +47,7 @@ MAX_INK = 0.5
 Forward = Callable[[np.ndarray], np.ndarray]  # (N, 1, 28, 28) float32 -> logits (N, 10)
 
 
-@dataclass
+@dataclass(repr=False)
 class Prediction:
     """What the model made of one image.
 
@@ -54,6 +64,10 @@ class Prediction:
     top: list[tuple[int, float]]
     input28: np.ndarray
     not_digit: str | None = None
+
+    def __repr__(self) -> str:  # one line, as a person reads it; input28 stays out
+        note = f", not_digit={self.not_digit!r}" if self.not_digit else ""
+        return f"Prediction(label={self.label}, p={self.top[0][1]:.3f}{note})"
 
     def to_dict(self, top_k: int = 3) -> dict[str, Any]:
         """JSON-ready: label, probabilities, top-k as [{"label", "p"}], not_digit."""
@@ -89,23 +103,40 @@ class Classifier:
     @classmethod
     def load(
         cls,
-        run_dir: str | Path,
+        run_dir: str | Path | None = None,
         backend: str = "torch",
         device: str = "cpu",
         max_bytes: int = MAX_BYTES,
         max_pixels: int = MAX_PIXELS,
+        *,
+        cache_dir: str | Path | None = None,
+        data_dir: str | Path | None = None,
+        quiet: bool = False,
     ) -> Classifier:
         """Load a run directory for prediction.
 
         Args:
             run_dir: written by :func:`mnistkit.train` (and ``mnistkit export`` for onnx).
+                None: the default model, trained into the cache on first use
+                (:func:`mnistkit.infer.default_model.ensure_default_model`).
             backend: "torch", or "onnx" (onnxruntime on ``model.onnx``, no torch import).
             device: torch device for the torch backend ("cpu", "cuda").
             max_bytes, max_pixels: limits on each input image.
+            cache_dir, data_dir, quiet: for the default model: the cache, where MNIST comes
+                from if not cached, and no progress line.
 
         Returns:
-            A :class:`Classifier`; ``.info`` holds recipe, test_accuracy, model, backend...
+            A :class:`Classifier`; ``.info`` holds recipe, test_accuracy, model, backend,
+            temperature...
         """
+        if backend not in ("torch", "onnx"):
+            raise MnistkitError(f"backend must be 'torch' or 'onnx', not {backend!r}.")
+        if run_dir is None:
+            from mnistkit.infer.default_model import ensure_default_model
+
+            run_dir = ensure_default_model(cache_dir=cache_dir, data_dir=data_dir,
+                                           onnx=backend == "onnx",
+                                           log=None if quiet else _stderr)  # fmt: skip
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise MnistkitError(
@@ -113,16 +144,14 @@ class Classifier:
             )
         if backend == "torch":
             forward, config = _torch_forward(run_dir, device)
-        elif backend == "onnx":
-            forward, config = _onnx_forward(run_dir)
         else:
-            raise MnistkitError(f"backend must be 'torch' or 'onnx', not {backend!r}.")
+            forward, config = _onnx_forward(run_dir)
         info = {**_read_json(run_dir / "metrics.json"), "model": config.get("model")}
-        info.update(backend=backend, run_dir=str(run_dir))
+        info.update(backend=backend, run_dir=str(run_dir), temperature=temperature_of(config))
         return cls(forward, info, max_bytes=max_bytes, max_pixels=max_pixels)
 
     def predict_arrays(self, x28: np.ndarray) -> np.ndarray:
-        """Probabilities for 28x28 images taken as is.
+        """Calibrated probabilities for 28x28 images taken as is.
 
         Args:
             x28: (N, 28, 28) or (N, 1, 28, 28); float in [0, 1] or uint8 0..255; ink high.
@@ -142,8 +171,25 @@ class Classifier:
     def preprocess(self, image: ImageSource) -> Preprocessed:
         return preprocess(image, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
 
-    def predict(self, image: ImageSource) -> Prediction:
-        """Preprocess one image the MNIST way and classify it."""
+    @overload
+    def predict(self, image: np.ndarray) -> Prediction | list[Prediction]: ...
+    @overload
+    def predict(self, image: str | os.PathLike[str] | bytes | IO[bytes] | Image.Image) -> Prediction: ...  # fmt: skip
+
+    def predict(self, image: ImageSource) -> Prediction | list[Prediction]:
+        """Preprocess one image the MNIST way and classify it; or a batch, as Keras does.
+
+        Args:
+            image: a path, bytes, a file object, a PIL image or an array. An array of shape
+                (N, 28, 28) (or (N, 28, 28, 1), (N, 1, 28, 28)), uint8 or float in [0, 1],
+                ink high, is a batch of MNIST-style images, as ``model.predict(x_test[:5])``
+                takes them in the tutorials; a (28, 28) array is one such image.
+
+        Returns:
+            One :class:`Prediction`, or a list of N for a batch array.
+        """
+        if isinstance(image, np.ndarray) and _is_batch(image):
+            return self.predict_batch(list(image.reshape(-1, 28, 28)))
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[ImageSource]) -> list[Prediction]:
@@ -160,6 +206,20 @@ class Classifier:
             return []
         probs = self.predict_arrays(np.stack([it.image for it in items]))
         return [make_prediction(p, it) for p, it in zip(probs, items, strict=True)]
+
+
+def _is_batch(a: np.ndarray) -> bool:
+    """(N, 28, 28), (N, 28, 28, 1) or (N, 1, 28, 28); never an (H, W, 3 or 4) color image."""
+    shape = a.shape
+    return (a.ndim == 3 and shape[1:] == (28, 28)) or (
+        a.ndim == 4 and shape[1:] in ((28, 28, 1), (1, 28, 28))
+    )
+
+
+def _stderr(message: str) -> None:
+    import sys
+
+    print(f"mnistkit: {message}", file=sys.stderr, flush=True)
 
 
 def make_prediction(probs: np.ndarray, item: Preprocessed) -> Prediction:
@@ -199,10 +259,11 @@ def _torch_forward(run_dir: Path, device: str) -> tuple[Forward, dict[str, Any]]
     from mnistkit.rundir import load_model
 
     model, config = load_model(run_dir, device=device)
+    t = temperature_of(config)
 
     def forward(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+            return (model(torch.from_numpy(x).to(device)).float() / t).cpu().numpy()
 
     return forward, config
 
@@ -211,7 +272,7 @@ def _onnx_forward(run_dir: Path) -> tuple[Forward, dict[str, Any]]:
     path = run_dir / ONNX_FILE
     if not path.is_file():
         raise MnistkitError(f"{path} is missing: run `mnistkit export {run_dir}` first.")
-    config = _read_json(run_dir / "config.json")
+    config = check_config(_read_json(run_dir / "config.json"), run_dir / "config.json")
     session = onnx_session(path)
     meta = session.get_modelmeta().custom_metadata_map
     weights = run_dir / "model.safetensors"
@@ -224,9 +285,18 @@ def _onnx_forward(run_dir: Path) -> tuple[Forward, dict[str, Any]]:
             f"{path} was exported from other weights than {weights.name}: "
             f"run `mnistkit export {run_dir}` again."
         )
+    t = temperature_of(config)
+    # A graph exported with its temperature divides by it itself; one exported before runs
+    # were calibrated (no "temperature" in its metadata) gives the raw logits.
+    if "temperature" in meta and not math.isclose(float(meta["temperature"]), t, rel_tol=1e-9):
+        raise MnistkitError(
+            f"{path} was exported with temperature {meta['temperature']}, not the run's {t}: "
+            f"run `mnistkit export {run_dir}` again."
+        )
+    divide = 1.0 if "temperature" in meta else t
     name = session.get_inputs()[0].name
 
     def forward(x: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, {name: x})[0])
+        return np.asarray(session.run(None, {name: x})[0]) / np.float32(divide)
 
     return forward, config

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mnistkit.calibration import rescale, temperature_of
 from mnistkit.errors import MnistkitError
 from mnistkit.metrics import calibration, class_scores, confusion_matrix
 from mnistkit.report import plots
@@ -76,7 +77,8 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunFiles:
 def predict_probabilities(
     run_dir: str | os.PathLike[str], images: np.ndarray, *, device: str = "cpu", batch_size: int = 1000
 ) -> np.ndarray:  # fmt: skip
-    """Softmax probabilities (N, 10) float64 of the run's model for uint8 (N, 28, 28) images.
+    """Calibrated probabilities (N, 10) float64 of the run's model for uint8 (N, 28, 28) images:
+    ``softmax(logits / T)`` with the run's temperature (``calibration``).
 
     ``device`` is ``"auto"``, ``"cpu"`` or ``"cuda"``; batches of ``batch_size`` keep memory flat.
     """
@@ -86,7 +88,8 @@ def predict_probabilities(
     from mnistkit.training.runner import resolve_device
 
     dev = resolve_device(device)  # "auto", "cpu" or "cuda"
-    model, _ = load_model(Path(run_dir), device=dev)
+    model, config = load_model(Path(run_dir), device=dev)
+    t = temperature_of(config)
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
@@ -95,7 +98,7 @@ def predict_probabilities(
             if images.dtype == np.uint8:
                 x = x / 255.0
             logits = model(x.reshape(-1, 1, 28, 28))  # (B, 10)
-            out.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
+            out.append(torch.softmax(logits.double() / t, dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 10))
 
 
@@ -118,8 +121,10 @@ def write_report(
         run_dir: the run directory (``metrics.json``, ``config.json``, ``history.csv``).
         x_test, y_test: the test split (uint8 (N, 28, 28), (N,)); default: the run's data set,
             loaded and verified through :func:`mnistkit.data.load`.
-        probabilities: (N, K) softmax outputs on ``x_test``; default: computed with the run's
-            model (:func:`predict_probabilities`), which needs torch.
+        probabilities: (N, K) calibrated probabilities on ``x_test``, as the run reports them;
+            default: computed with the run's model (:func:`predict_probabilities`), which
+            needs torch. The model's own (before calibration) are derived from them with the
+            run's temperature.
         out_dir: where the files go (default ``run_dir``).
         device: for computing probabilities: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         data_dir, cache_dir: passed to :func:`mnistkit.data.load` when loading the test split.
@@ -153,15 +158,18 @@ def write_report(
     cm = confusion_matrix(labels, probabilities.argmax(axis=1), n_classes=k)
     scores = class_scores(cm)
     cal = calibration(probabilities, labels)
+    t = temperature_of(run.config)
+    before = calibration(rescale(probabilities, t), labels) if t != 1.0 else None
     m = run.metrics
     paths = {key: out / f"{key}.png" for key in ("curves", "confusion", "errors", "calibration")}
     say(f"writing the report into {out}")
     plots.plot_curves(run.history, paths["curves"], final=m, title=f"{run.name}: training curves")
     plots.plot_confusion(cm, paths["confusion"], classes=classes)
     shown = plots.plot_errors(x_test, labels, probabilities, paths["errors"], classes=classes)
-    plots.plot_calibration(cal, paths["calibration"])
+    plots.plot_calibration(cal, paths["calibration"], before=before, temperature=t)
     paths["html"] = out / "report.html"
-    render_html(run, paths, cm=cm, scores=scores, cal=cal, classes=classes, errors_shown=shown)
+    render_html(run, paths, cm=cm, scores=scores, cal=cal, classes=classes, errors_shown=shown,
+                before=before)  # fmt: skip
     return paths
 
 

@@ -69,7 +69,7 @@ def fmt_metric(key: str, value: Any) -> str:
         return "—"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
-    if key.endswith("accuracy"):
+    if key.endswith("accuracy") or key.startswith(("ece", "test_ece")):
         return f"{100 * value:.2f} %"
     if key.endswith("loss"):
         return f"{value:.4f}"
@@ -148,9 +148,12 @@ def render_html(
     cal: Calibration,
     classes: Sequence[str],
     errors_shown: int,
+    before: Calibration | None = None,
 ) -> None:
-    """Write ``paths["html"]`` from the run and the PNGs already written at ``paths[...]``."""
-    from mnistkit import __version__
+    """Write ``paths["html"]`` from the run and the PNGs already written at ``paths[...]``;
+    ``cal`` is the reliability of the probabilities the run reports, ``before`` that of the
+    model's own when the run has a temperature."""
+    from mnistkit.version import __version__
 
     m, cfg = run.metrics, run.config
     total, right = int(cm.sum()), int(np.trace(cm))
@@ -168,8 +171,9 @@ def render_html(
     cards += [_card("Training time", "train_seconds", m.get("train_seconds")),
               f'<div class="card" data-metric="errors" data-value="{total - right}"><div class="label">'
               f'Wrong of {total:,}</div><div class="value">{total - right:,}</div></div>',
-              f'<div class="card" data-metric="ece" data-value="{cal.ece!r}"><div class="label">'
-              f'Calibration error</div><div class="value">{100 * cal.ece:.2f} %</div></div>']  # fmt: skip
+              _card("Calibration error", "ece", cal.ece)]  # fmt: skip
+    if before is not None:
+        cards.append(_card("ECE before calibration", "ece_uncalibrated", before.ece))
     gap = _gap_sentence(m)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -207,7 +211,7 @@ image's index in the test set. Many are ones a person would hesitate over too.</
 <section id="calibration"><h2>How sure, and how right</h2>
 <p class="note">Predictions grouped by confidence (the top probability). A calibrated model
 that says 90 % is right 90 % of the time, so its bars reach the dashed line; red shows
-overconfidence. Expected calibration error (ECE, 15 bins): {100 * cal.ece:.2f} %.</p>
+overconfidence, gold underconfidence. {_e(_calibration_sentence(cfg, cal, before))}</p>
 {_img(paths["calibration"], "reliability diagram")}</section>
 
 <section id="metrics"><h2>Metrics</h2>
@@ -223,6 +227,23 @@ overconfidence. Expected calibration error (ECE, 15 bins): {100 * cal.ece:.2f} %
 </main></body></html>
 """
     write_text_atomic(paths["html"], page)
+
+
+def _calibration_sentence(cfg: dict[str, Any], cal: Calibration, before: Calibration | None) -> str:
+    """What the run did to calibrate its probabilities, and the expected calibration errors."""
+    from mnistkit.calibration import temperature_of
+
+    info = cfg.get("calibration")
+    info = info if isinstance(info, dict) else {}
+    n, source = info.get("images"), info.get("source")
+    ece = f"Expected calibration error (ECE, 15 bins) on the test split: {100 * cal.ece:.2f} %"
+    if before is None:
+        why = (" the run held out no training images to fit a temperature on"
+               if source == "none" else " it was trained before runs were calibrated")  # fmt: skip
+        return f"{ece}. These are the model's own probabilities (T = 1):{why}."
+    where = f" on {n:,} held-out training images ({source})" if isinstance(n, int) else ""
+    return (f"The logits are divided by a temperature T = {temperature_of(cfg):.3g}, fitted"
+            f"{where}, never the test split. {ece} after, {100 * before.ece:.2f} % before.")  # fmt: skip
 
 
 def _gap_sentence(m: dict[str, Any]) -> str:

@@ -260,14 +260,36 @@ def plot_errors(
     return len(order)
 
 
-def plot_calibration(cal: Calibration, path: str | os.PathLike[str], *, title: str | None = None) -> None:  # fmt: skip
+def plot_calibration(
+    cal: Calibration,
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    before: Calibration | None = None,
+    temperature: float | None = None,
+) -> None:
     """A reliability diagram: accuracy per confidence bin against the diagonal, with the ECE.
 
     Below it, how many predictions fall in each bin (log scale: on MNIST nearly all are sure).
+    With ``before`` (the model's own probabilities, ``T = 1``), two diagrams side by side:
+    before and after dividing the logits by ``temperature`` (``calibration``).
     """
     plt = _pyplot()
-    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5.6, 6.2), sharex=True,
-                                   gridspec_kw={"height_ratios": [3, 1]})  # fmt: skip
+    panels = [(cal, title or "Reliability: is the model as sure as it is right?")]
+    if before is not None:
+        t = f"T = {temperature:.3g}" if temperature is not None else "T"
+        panels = [(before, "before: the model's own (T = 1)"), (cal, f"after: logits / {t}")]
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.6 * len(panels), 6.2), sharex=True,
+                             squeeze=False, gridspec_kw={"height_ratios": [3, 1]})  # fmt: skip
+    for col, (c, heading) in enumerate(panels):
+        _reliability(axes[0, col], axes[1, col], c, heading)
+    if before is not None:
+        fig.suptitle(title or "Reliability: is the model as sure as it is right?", fontsize=12)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _reliability(ax: Any, ax_n: Any, cal: Calibration, title: str) -> None:
     centers = (cal.edges[:-1] + cal.edges[1:]) / 2
     width = float(cal.edges[1] - cal.edges[0])
     filled = cal.counts > 0
@@ -288,7 +310,7 @@ def plot_calibration(cal: Calibration, path: str | os.PathLike[str], *, title: s
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     ax.text(0.97, 0.04, f"ECE = {100 * cal.ece:.2f} %", transform=ax.transAxes, ha="right",
             va="bottom", fontsize=11, bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"})  # fmt: skip
-    ax.set_title(title or "Reliability: is the model as sure as it is right?", fontsize=11)
+    ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
     ax_n.bar(centers[filled], cal.counts[filled], width=width, color="0.55", edgecolor="white")
     ax_n.set_yscale("log")
@@ -296,8 +318,6 @@ def plot_calibration(cal: Calibration, path: str | os.PathLike[str], *, title: s
     ax_n.set_xlabel("confidence (top probability)")
     ax_n.set_xlim(0, 1)
     ax_n.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def plot_compare(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:

@@ -229,18 +229,27 @@ class DataParallel:
     ) -> dict[str, Any]:
         """:func:`mnistkit.training.loop.evaluate` with each rank taking a contiguous part of the
         split: the same dict, on every rank."""
-        from mnistkit.training.loop import logit_scores, predict_logits
+        from mnistkit.training.loop import logit_scores
+
+        return logit_scores(self.logits(model, split.x, batch_size), split.y)
+
+    def logits(
+        self, model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH
+    ) -> torch.Tensor:
+        """:func:`mnistkit.training.loop.predict_logits` with each rank taking a contiguous part of
+        ``x``: all the logits (N, 10), on every rank."""
+        from mnistkit.training.loop import predict_logits
 
         self.broadcast_state(model)
-        n, ranks = len(split), self.ctx.world_size
+        n, ranks = len(x), self.ctx.world_size
         chunk = -(-n // ranks)  # ceil
         lo, hi = min(n, self.ctx.rank * chunk), min(n, (self.ctx.rank + 1) * chunk)
-        mine = torch.zeros(chunk, 10, device=split.x.device)  # padded to equal sizes
+        mine = torch.zeros(chunk, 10, device=x.device)  # padded to equal sizes
         if hi > lo:
-            mine[: hi - lo] = predict_logits(model, split.x[lo:hi], batch_size)
+            mine[: hi - lo] = predict_logits(model, x[lo:hi], batch_size)
         parts = [torch.empty_like(mine) for _ in range(ranks)]
         dist.all_gather(parts, mine)
-        return logit_scores(torch.cat(parts)[:n], split.y)
+        return torch.cat(parts)[:n]
 
 
 def is_main_process() -> bool:

@@ -29,6 +29,7 @@ import torch
 
 from mnistkit import data
 from mnistkit import rundir as runs
+from mnistkit.calibration import fit_temperature, temperature_of
 from mnistkit.errors import MnistkitError, TrainingDiverged
 from mnistkit.fileio import remove_stale_temps
 from mnistkit.models import create_model
@@ -36,7 +37,14 @@ from mnistkit.recipes import Recipe, get_recipe
 from mnistkit.runconfig import MAX_EPOCHS, SEEDS
 from mnistkit.training import distributed
 from mnistkit.training.interrupt import StopOnSignal
-from mnistkit.training.loop import Split, evaluate, fit, steps_per_epoch, to_split
+from mnistkit.training.loop import (
+    Split,
+    fit,
+    logit_scores,
+    predict_logits,
+    steps_per_epoch,
+    to_split,
+)
 from mnistkit.training.optim import create_optimizer
 from mnistkit.training.resume import Checkpointer, check_room
 from mnistkit.training.speed import StepExtras
@@ -44,11 +52,16 @@ from mnistkit.training.speed import StepExtras
 
 @dataclass
 class Run:
-    """A finished training run: the model (eval mode), ``metrics.json``, and where it lies."""
+    """A finished training run: the model (eval mode), ``metrics.json``, and where it lies.
+
+    ``model(x)`` gives the raw logits; ``softmax(model(x) / temperature)`` the calibrated
+    probabilities that ``predict``, the server and the report show (``calibration``).
+    """
 
     model: torch.nn.Module
     metrics: dict[str, Any]
     path: Path
+    temperature: float = 1.0
 
 
 def resolve_device(device: str) -> torch.device:
@@ -76,7 +89,7 @@ def _check_positive(name: str, value: float | None, kind: type = int, most: int 
 
 
 def _versions() -> dict[str, str]:
-    from mnistkit import __version__
+    from mnistkit.version import __version__
 
     return {
         "mnistkit": __version__,
@@ -116,7 +129,10 @@ def train(
         seed: seeds the initial weights, the shuffling and dropout. Same seed, same thread
             count, same result on the CPU.
         val_split: fraction of the training images held out for validation, taken from the
-            end as Keras's ``validation_split`` does; 0 for none.
+            end as Keras's ``validation_split`` does; 0 for none. The validation images also
+            fit the temperature that calibrates the probabilities; without them the recipe's
+            ``calibration_split`` of the training images is held out for it (none for the
+            seed recipes, whose probabilities then stay as trained: ``T = 1``).
         device: ``auto``, ``cpu`` or ``cuda``.
         threads: CPU threads for PyTorch (``torch.set_num_threads``); default PyTorch's.
         dataset, data_dir, cache_dir: where the data come from (see :func:`mnistkit.data.load`).
@@ -167,6 +183,11 @@ def train(
         rec = get_recipe(recipe) if isinstance(recipe, str) else recipe
     rec = replace(rec, epochs=epochs or rec.epochs, batch_size=batch_size or rec.batch_size,
                   lr=lr or rec.lr)  # fmt: skip
+    cal_split = rec.calibration_split
+    if not 0.0 <= cal_split < 1.0:
+        raise MnistkitError(
+            f"the recipe's calibration_split must lie in [0, 1), not {cal_split!r}."
+        )
     out = Path(out or Path("runs") / f"{rec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and not out.is_dir():
         raise MnistkitError(f"--out {str(out)!r} is not a folder; choose another --out.")
@@ -188,14 +209,20 @@ def train(
         else data.load(dataset, data_dir=data_dir, cache_dir=cache_dir)
     )
     (xtr, ytr), (xte, yte) = loaded.arrays
+    # The held-out images, from the end: the validation split, or else the calibration split.
     n_val = int(round(len(ytr) * val_split))
-    if n_val and n_val >= len(ytr):
-        raise MnistkitError(f"a validation split of {val_split} leaves no training images.")
+    n_cal = 0 if n_val else int(round(len(ytr) * cal_split))
+    if n_val + n_cal and n_val + n_cal >= len(ytr):
+        what = (
+            f"a validation split of {val_split}" if n_val else f"a calibration split of {cal_split}"
+        )
+        raise MnistkitError(f"{what} leaves no training images.")
     x_all = torch.from_numpy(xtr.copy()).unsqueeze(1)  # (N, 1, 28, 28) uint8
     y_all = torch.from_numpy(ytr.astype("int64"))
-    n_fit = len(y_all) - n_val
+    n_fit = len(y_all) - n_val - n_cal
     train_split = to_split(x_all[:n_fit], y_all[:n_fit], dev)
-    val = to_split(x_all[n_fit:], y_all[n_fit:], dev) if n_val else None
+    held = to_split(x_all[n_fit:], y_all[n_fit:], dev) if n_val + n_cal else None
+    val = held if n_val else None
     test = to_split(
         torch.from_numpy(xte.copy()).unsqueeze(1), torch.from_numpy(yte.astype("int64")), dev
     )
@@ -218,6 +245,8 @@ def train(
         "dataset": dataset, "data_source": loaded.source, "data_sha256": loaded.sha256,
         "n_train": n_fit, "n_val": n_val, "n_test": len(test), "versions": _versions(),
         "processes": ctx.world_size if ctx else 1,
+        "calibration": {"source": "validation split" if n_val else
+                        "calibration split" if n_cal else "none", "images": n_val + n_cal},
     }  # fmt: skip
     extras = StepExtras(model, rec, gen)
     ckpt = Checkpointer(out, model, optimizer, gen, extras, dev, config)
@@ -261,7 +290,8 @@ def train(
                     raise TrainingDiverged(_diverged(e, out, rec.lr, history)) from None
             stop.check()  # a signal during the last step: the final checkpoint is on disk
             train_seconds = sum(row["seconds"] for row in history)
-            metrics = _final_metrics(model, train_split, val, test, parallel)
+            metrics, temperature = _final_metrics(model, train_split, val, held, test, parallel)
+            config["temperature"] = temperature
             metrics.update(
                 recipe=rec.name, dataset=dataset, epochs=rec.epochs, seed=seed, device=dev.type,
                 threads=torch.get_num_threads(), train_seconds=round(train_seconds, 3),
@@ -271,7 +301,7 @@ def train(
             if main:
                 runs.save_run(out, model, config, metrics, history)
     distributed.teardown(sync=True)
-    return Run(model.eval(), metrics, out)
+    return Run(model.eval(), metrics, out, temperature)
 
 
 def _diverged(e: TrainingDiverged, out: Path, lr: float, history: list[dict[str, Any]]) -> str:
@@ -296,20 +326,44 @@ def _finished(out: Path, epochs: int) -> bool:
 
 
 def _final_metrics(model: torch.nn.Module, train: Split, val: Split | None,
-                   test: Split, parallel: distributed.DataParallel | None = None,
-                   ) -> dict[str, Any]:  # fmt: skip
+                   held: Split | None, test: Split,
+                   parallel: distributed.DataParallel | None = None,
+                   ) -> tuple[dict[str, Any], float]:  # fmt: skip
     """Test and train figures of the final model in eval mode (no dropout), as Keras's
-    ``evaluate`` gives them; the train figures are on the images it trained on (no val).
-    Under torchrun each rank evaluates a part of each split."""
-    score = evaluate if parallel is None else parallel.evaluate
-    te = score(model, test)
-    tr = score(model, train)
-    va = score(model, val) if val is not None else None
+    ``evaluate`` gives them (the train figures on the images it trained on), and the
+    temperature fitted on the held-out images (``held``: the validation split or the
+    calibration split; ``T = 1`` without). Under torchrun each rank computes a part of the
+    logits of each split."""
+    logits_of = predict_logits if parallel is None else parallel.logits
+    t, va = 1.0, None
+    if held is not None:
+        held_logits = logits_of(model, held.x)
+        t = fit_temperature(held_logits, held.y)
+        va = logit_scores(held_logits, held.y) if val is held else None
+    test_logits = logits_of(model, test.x)
+    te = logit_scores(test_logits, test.y)
+    tr = logit_scores(logits_of(model, train.x), train.y)
     return {
         "test_accuracy": te["accuracy"], "test_loss": te["loss"],
         "train_accuracy": tr["accuracy"], "train_loss": tr["loss"],
         "val_accuracy": va["accuracy"] if va else None,
-    }  # fmt: skip
+        **calibration_metrics(test_logits, test.y, t),
+    }, t  # fmt: skip
+
+
+def calibration_metrics(
+    logits: torch.Tensor, y: torch.Tensor, temperature: float
+) -> dict[str, float]:
+    """``test_ece`` (15 bins) of the probabilities a run reports, ``softmax(logits / T)``, and
+    ``test_ece_uncalibrated`` of the model's own (``T = 1``); ``test_calibrated_loss``."""
+    from mnistkit.metrics import calibration as reliability
+
+    z, labels = logits.double().cpu(), y.cpu().numpy()
+    return {
+        "test_ece": reliability(torch.softmax(z / temperature, 1).numpy(), labels).ece,
+        "test_ece_uncalibrated": reliability(torch.softmax(z, 1).numpy(), labels).ece,
+        "test_calibrated_loss": torch.nn.functional.cross_entropy(z / temperature, y.cpu()).item(),
+    }
 
 
 def evaluate_run(
@@ -328,8 +382,10 @@ def evaluate_run(
 
     Returns:
         ``recipe``, ``dataset``, ``test_loss``, ``test_accuracy``, ``train_loss``,
-        ``train_accuracy`` (all training images, held-out ones included) and ``per_class``:
-        a list of ``{"class", "precision", "recall", "support"}`` on the test split.
+        ``train_accuracy`` (all training images, held-out ones included), ``temperature``,
+        ``test_ece`` and ``test_ece_uncalibrated`` (see :func:`calibration_metrics`) and
+        ``per_class``: a list of ``{"class", "precision", "recall", "support"}`` on the test
+        split.
     """
     from mnistkit.metrics import class_scores, confusion_matrix
 
@@ -339,15 +395,20 @@ def evaluate_run(
     )
     (xtr, ytr), (xte, yte) = loaded.arrays
     dev = next(model.parameters()).device
-    out: dict[str, Any] = {"recipe": config.get("recipe"), "dataset": config["dataset"]}
+    t = temperature_of(config)
+    out: dict[str, Any] = {"recipe": config.get("recipe"), "dataset": config["dataset"],
+                           "temperature": t}  # fmt: skip
     for name, x, y in (("test", xte, yte), ("train", xtr, ytr)):
         split = to_split(
             torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype("int64")), dev
         )
-        res = evaluate(model, split)
+        logits = predict_logits(model, split.x)
+        res = logit_scores(logits, split.y)
         out[f"{name}_loss"], out[f"{name}_accuracy"] = res["loss"], res["accuracy"]
         if name == "test":
             scores = class_scores(confusion_matrix(yte, res["predictions"].numpy()))
+            cal = calibration_metrics(logits, split.y, t)
+            out.update(test_ece=cal["test_ece"], test_ece_uncalibrated=cal["test_ece_uncalibrated"])
     out["per_class"] = [
         {"class": k, "precision": float(scores.precision[k]), "recall": float(scores.recall[k]),
          "support": int(scores.support[k])}
