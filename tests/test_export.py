@@ -10,7 +10,8 @@ import pytest
 from serve_support import trained_run
 
 from mnistkit.cli import main
-from mnistkit.infer.export import OPSET, onnx_session, softmax, to_onnx, weights_sha256
+from mnistkit.infer.export import OPSET, onnx_session, softmax, to_onnx
+from mnistkit.rundir import weights_sha256
 
 pytestmark = pytest.mark.mnist
 

@@ -25,6 +25,7 @@ from mnistkit.errors import DataError, ImageError, MnistkitError
 from mnistkit.infer.preprocess import preprocess
 from mnistkit.models import create_model
 from mnistkit.runconfig import check_config
+from mnistkit.training import resume
 from mnistkit.training.optim import create_optimizer
 from mnistkit.training.resume import Checkpointer, fingerprint
 from mnistkit.training.runner import train
@@ -95,7 +96,7 @@ def test_damaged_checkpoints_are_always_refused(run_dir, tmp_path_factory, how):
     (folder / runs.CHECKPOINT).write_bytes(damage(good, *how))
     model = create_model("mlp-l1")
     with pytest.raises(MnistkitError, match="checkpoint"):
-        runs.load_checkpoint(folder, model, create_optimizer("rmsprop", model.parameters(), 1e-3))
+        resume.load_checkpoint(folder, model, create_optimizer("rmsprop", model.parameters(), 1e-3))
     OUTCOMES["checkpoint refused"] += 1
 
 

@@ -21,7 +21,8 @@ pytest.importorskip("matplotlib")
 
 from mnistkit.cli import main  # noqa: E402
 from mnistkit.metrics import calibration, class_scores, confusion_matrix  # noqa: E402
-from mnistkit.report import REPORT_FILES, compare_rows, count_parameters, write_report  # noqa: E402
+from mnistkit.report import REPORT_FILES, compare_rows, write_report  # noqa: E402
+from mnistkit.rundir import count_parameters  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]  # fmt: skip

@@ -104,7 +104,7 @@ def test_signal_mid_run_then_resume_is_exact(straight, tmp_path, monkeypatch, k)
     assert e.value.exit_status == 128 + sig and Path(e.value.run_dir) == out
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
     assert not (out / runs.METRICS).exists() and (out / runs.CHECKPOINT).is_file()
-    state = runs.load_checkpoint(out, *_model_and_optimizer())[1]
+    state = resume.load_checkpoint(out, *_model_and_optimizer())[1]
     done = state["epoch"] * STEPS_PER_EPOCH + state["step"]
     assert done == min(k + 1, TOTAL_STEPS)  # stopped right after the step the signal hit
     run_tiny(data_dir, resume=out)
@@ -209,7 +209,7 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(straight, tmp_path,
     data_dir, reference = straight
     out = tmp_path / "run"
     real_fsync, saved = os.fsync, []
-    real_save = runs.save_checkpoint
+    real_save = resume.save_checkpoint
 
     def save(path, *args, **kwargs):
         if (Path(path) / runs.CHECKPOINT).is_file():
@@ -220,7 +220,7 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(straight, tmp_path,
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runs, "save_checkpoint", save)
+    monkeypatch.setattr(resume, "save_checkpoint", save)
     with pytest.raises(WriteError, match="No space left on device"):
         run_tiny(data_dir, out=out)
     monkeypatch.setattr(os, "fsync", real_fsync)

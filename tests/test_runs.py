@@ -11,6 +11,7 @@ from safetensors.torch import save as st_save
 from mnistkit import rundir as runs
 from mnistkit import sealed
 from mnistkit.errors import MnistkitError
+from mnistkit.training import resume
 from mnistkit.training.runner import train
 
 
@@ -88,7 +89,7 @@ def test_checkpoint_is_one_sealed_file(run, tiny_registered):
     """One file, so a kill cannot pair new tensors with an old state; edits break its seal."""
     assert not (run.path / "checkpoint.json").exists()
     tensors, meta = sealed.unpack(run.path / runs.CHECKPOINT, "checkpoint")
-    assert meta["format"] == runs.CKPT_FORMAT and json.loads(meta["state"])["epoch"] == 1
+    assert meta["format"] == resume.CKPT_FORMAT and json.loads(meta["state"])["epoch"] == 1
     assert {"rng.torch", "rng.shuffle"} <= set(tensors)
     state = json.loads(meta["state"])
     meta["state"] = json.dumps({**state, "epoch": 7})
@@ -121,3 +122,36 @@ def test_the_lock_file_is_not_part_of_the_run(tiny_registered, tmp_path):
     assert runs.read_metrics(out)["epochs"] == 1  # untouched
     train(resume=out, epochs=2, **{k: v for k, v in kw.items() if k != "epochs"})
     assert runs.read_metrics(out)["epochs"] == 2
+
+
+def test_a_run_dir_reads_its_files_without_torch(run):
+    """config, metrics, history and the parameter count come from JSON, CSV and the
+    safetensors header: a process that only reads a run never imports torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json; from mnistkit.rundir import RunDir\n"
+        f"r = RunDir({str(run.path)!r})\n"
+        "print(json.dumps([r.is_run(), r.is_finished(), r.config()['recipe'],\n"
+        "  r.metrics()['test_accuracy'], len(r.history()), r.count_parameters(),\n"
+        "  'torch' in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    is_run, finished, recipe, acc, epochs, params, torch_loaded = json.loads(out.stdout)
+    assert (is_run, finished, recipe, epochs, torch_loaded) == (True, True, "seed-lenet", 1, False)
+    assert acc == run.metrics["test_accuracy"]
+    learned = sum(p.numel() for p in run.model.parameters())
+    assert params == learned  # BatchNorm statistics left out, every weight counted
+    model, _ = runs.RunDir(run.path).load_model()
+    assert runs.RunDir(run.path).weights_sha256() == runs.weights_sha256(run.path)
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(model(x), run.model(x), atol=1e-5)  # the memory layouts may differ
+
+
+def test_a_folder_that_is_no_run(tmp_path):
+    empty = runs.RunDir(tmp_path)
+    assert not empty.is_run() and not empty.is_finished() and empty.history() == []
+    assert empty.count_parameters() is None
+    with pytest.raises(MnistkitError, match="not a mnistkit run directory"):
+        empty.config()

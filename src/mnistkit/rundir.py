@@ -8,7 +8,7 @@
       model.safetensors        the final weights (safetensors: loading never executes code)
       metrics.json             METRIC_KEYS, nothing else
       history.csv              HISTORY_COLUMNS, one row per epoch
-      checkpoint.safetensors   everything --resume needs, in one file (see save_checkpoint)
+      checkpoint.safetensors   everything --resume needs, in one file (training.resume)
       .mnistkit.lock           empty; locked by the process training into the folder (hold)
 
 Every file is written atomically (``fileio``): a process killed at any moment leaves the old
@@ -21,21 +21,23 @@ is refused with a sentence naming it.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import math
 import os
+import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from mnistkit import sealed
 from mnistkit.errors import MnistkitError, WriteError
 from mnistkit.fileio import is_temp, write_atomic, write_json_atomic, write_text_atomic
-from mnistkit.models import FORMER_DEFAULTS, create_model
 from mnistkit.runconfig import check_config
+
+if TYPE_CHECKING:
+    import torch
 
 METRIC_KEYS = (
     "recipe", "dataset", "epochs", "seed", "device", "threads", "test_accuracy", "test_loss",
@@ -56,8 +58,9 @@ CONFIG, WEIGHTS, METRICS, HISTORY = (
     "history.csv",
 )
 CHECKPOINT = "checkpoint.safetensors"
-CKPT_FORMAT = "mnistkit-checkpoint/2"  # 1 was a .safetensors + .json pair
 LOCK = ".mnistkit.lock"
+# state_dict entries that are not learned parameters (BatchNorm statistics).
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
 @contextmanager
@@ -96,7 +99,8 @@ def holds_files(folder: Path) -> bool:
     return folder.is_dir() and any(not is_temp(p.name) and p.name != LOCK for p in folder.iterdir())
 
 
-def _state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights and buffers as dense CPU tensors, as the safetensors files hold them."""
     # contiguous(): a channels_last model's conv weights are strided; safetensors wants dense.
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
@@ -120,13 +124,15 @@ def save_run(
     Returns:
         The run directory.
     """
+    from mnistkit import sealed
+
     path = Path(path)
     if set(metrics) != set(METRIC_KEYS):
         raise ValueError(
             f"metrics keys differ from the run directory format's: {sorted(set(metrics) ^ set(METRIC_KEYS))}"
         )
     write_json_atomic(path / CONFIG, config)
-    write_atomic(path / WEIGHTS, sealed.pack(_state_tensors(model), {"model": config["model"]}))
+    write_atomic(path / WEIGHTS, sealed.pack(state_tensors(model), {"model": config["model"]}))
     write_text_atomic(path / HISTORY, history_csv(history))
     # metrics.json last: its presence marks a finished run.
     write_json_atomic(path / METRICS, {k: metrics[k] for k in METRIC_KEYS})
@@ -147,7 +153,7 @@ def history_csv(history: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def read_json(path: Path, what: str) -> dict[str, Any]:
     if path.parent.exists() and not path.parent.is_dir():
         raise MnistkitError(f"{str(path.parent)!r} is a file, not a run directory; give a "
                             f"folder written by `mnistkit train`.")  # fmt: skip
@@ -175,12 +181,12 @@ def read_config(run_dir: str | os.PathLike[str], resume: bool = False) -> dict[s
             ``resume``, also when a field that training needs is missing.
     """
     path = Path(run_dir) / CONFIG
-    return check_config(_read_json(path, "config"), path, resume=resume)
+    return check_config(read_json(path, "config"), path, resume=resume)
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """``metrics.json`` of a finished run; MnistkitError if the run is missing or unfinished."""
-    return _read_json(Path(run_dir) / METRICS, "metrics")
+    return read_json(Path(run_dir) / METRICS, "metrics")
 
 
 def read_history(run_dir: str | os.PathLike[str]) -> list[dict[str, str]]:
@@ -188,7 +194,8 @@ def read_history(run_dir: str | os.PathLike[str]) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Load ``tensors`` (read from ``path``) into ``model``; one clear error for another net."""
     expected = model.state_dict()
     shapes_ok = set(tensors) == set(expected) and all(
         tensors[k].shape == expected[k].shape for k in expected
@@ -217,6 +224,9 @@ def load_model(
         MnistkitError: the directory is missing or foreign, or ``model.safetensors`` is
             missing, truncated, or belongs to another architecture.
     """
+    from mnistkit import sealed
+    from mnistkit.models import FORMER_DEFAULTS, create_model
+
     config = read_config(run_dir)
     kwargs = config["model_kwargs"]
     # Every run written before the model defaults changed records the recipe field "loss",
@@ -229,90 +239,90 @@ def load_model(
         raise MnistkitError(f"{str(Path(run_dir) / CONFIG)!r}: {e}; the file is damaged or was "
                             f"edited by hand.") from None  # fmt: skip
     tensors, _ = sealed.unpack(Path(run_dir) / WEIGHTS, "weights")
-    _load_weights(model, tensors, Path(run_dir) / WEIGHTS)
+    load_weights(model, tensors, Path(run_dir) / WEIGHTS)
     return model.to(device).eval(), config
 
 
-# --- checkpoints -----------------------------------------------------------------------
-
-
-def save_checkpoint(
-    path: str | os.PathLike[str],
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    tensors: dict[str, torch.Tensor],
-    state: dict[str, Any],
-) -> None:
-    """Save everything a resumed run needs as one sealed safetensors file (no pickle).
-
-    One file, written atomically, so a process killed at any moment leaves the previous
-    checkpoint or this one, never a mix: the tensors hold the model (``model.*``), the
-    optimizer's tensor state (``optim.*``) and the caller's ``tensors``; the header's metadata
-    holds ``state`` as JSON, with the optimizer's hyperparameters and scalar state.
-
-    Args:
-        path: the run directory.
-        model: the model now.
-        optimizer: its optimizer.
-        tensors: other tensors by name, each name with a prefix of its own (``rng.torch``,
-            ``ema.fc.weight``, ``epoch.perm``...).
-        state: JSON-able facts; must hold ``epoch`` (from 1) and ``step`` (within it).
-    """
-    blob = {f"model.{k}": v for k, v in _state_tensors(model).items()}
-    sd = optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, pstate in sd["state"].items():
-        for k, v in pstate.items():
-            if isinstance(v, torch.Tensor):
-                blob[f"optim.{idx}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(idx), {})[k] = v
-    for name, v in tensors.items():
-        if name.startswith(("model.", "optim.")) or name in blob:
-            raise ValueError(f"checkpoint tensor name {name!r} is taken")
-        blob[name] = v.detach().cpu().contiguous()
-    payload = dict(state, optimizer={"param_groups": sd["param_groups"], "scalars": scalars})
-    meta = {"format": CKPT_FORMAT, "state": json.dumps(payload)}
-    write_atomic(Path(path) / CHECKPOINT, sealed.pack(blob, meta))
-
-
-def load_checkpoint(
-    path: str | os.PathLike[str], model: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Restore model and optimizer in place from :func:`save_checkpoint`'s file.
-
-    Returns:
-        ``(tensors, state)``: the caller's tensors, by the names it saved them under, and the
-        JSON state (``epoch``, ``step``, ``history``...).
-
-    Raises:
-        MnistkitError: the file is missing, truncated, damaged, edited, of an older format, or
-            of another model or optimizer.
-    """
-    file = Path(path) / CHECKPOINT
-    tensors, meta = sealed.unpack(file, "checkpoint")
+def read_header(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The JSON header of ``model.safetensors`` (names, dtypes, shapes), read without torch:
+    the format starts with a little-endian u64 header size, then the header. None if unreadable."""
     try:
-        if meta.get("format") != CKPT_FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}, expected {CKPT_FORMAT!r}")
-        state = json.loads(meta["state"])
-        if not isinstance(state, dict) or type(state.get("epoch")) is not int:
-            raise ValueError("no epoch in its state")
-        group: dict[str, dict[str, torch.Tensor]] = {"model.": {}, "optim.": {}, "": {}}
-        for k, v in tensors.items():
-            prefix = next((p for p in ("model.", "optim.") if k.startswith(p)), "")
-            group[prefix][k[len(prefix) :]] = v
-        _load_weights(model, group["model."], file)
-        opt_state: dict[int, dict[str, Any]] = {}
-        for k, v in group["optim."].items():
-            idx, name = k.split(".", 1)
-            opt_state.setdefault(int(idx), {})[name] = v
-        for idx, extra in state["optimizer"]["scalars"].items():
-            opt_state.setdefault(int(idx), {}).update(extra)
-        optimizer.load_state_dict(
-            {"state": opt_state, "param_groups": state["optimizer"]["param_groups"]}
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise MnistkitError(
-            f"{str(file)!r} is not a checkpoint this mnistkit can resume ({e}); start a new run."
-        ) from None
-    return group[""], state
+        with open(Path(run_dir) / WEIGHTS, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(min(size, 100 << 20)))
+    except (OSError, ValueError, struct.error, RecursionError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def count_parameters(run_dir: str | os.PathLike[str]) -> int | None:
+    """Learned parameters in ``model.safetensors`` (BatchNorm statistics left out), or None."""
+    header = read_header(run_dir)
+    if header is None:
+        return None
+    return sum(
+        math.prod(t["shape"])
+        for name, t in header.items()
+        if name != "__metadata__" and not name.endswith(BUFFER_SUFFIXES)
+    )
+
+
+def weights_sha256(run_dir: str | os.PathLike[str]) -> str:
+    """SHA-256 of ``model.safetensors``: what an exported ONNX file records it was made from."""
+    return hashlib.sha256((Path(run_dir) / WEIGHTS).read_bytes()).hexdigest()
+
+
+def is_run_dir(path: str | os.PathLike[str]) -> bool:
+    """A folder :func:`mnistkit.train` wrote (``config.json`` is its first file)."""
+    return (Path(path) / CONFIG).is_file()
+
+
+class RunDir:
+    """One run directory, by path: the files of the module docstring, read and written here.
+
+    JSON and CSV need no torch; weights are loaded by :meth:`load_model` (torch imported then).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def is_run(self) -> bool:
+        return is_run_dir(self.path)
+
+    def is_finished(self) -> bool:
+        """``metrics.json`` is written last: its presence marks a finished run."""
+        return (self.path / METRICS).is_file()
+
+    def config(self, resume: bool = False) -> dict[str, Any]:
+        return read_config(self.path, resume=resume)
+
+    def metrics(self) -> dict[str, Any]:
+        return read_metrics(self.path)
+
+    def history(self) -> list[dict[str, str]]:
+        """Rows of ``history.csv`` as written (empty cell: no value); [] when there is none."""
+        return read_history(self.path) if (self.path / HISTORY).is_file() else []
+
+    def count_parameters(self) -> int | None:
+        return count_parameters(self.path)
+
+    def weights_sha256(self) -> str:
+        return weights_sha256(self.path)
+
+    def load_model(
+        self, device: str | torch.device = "cpu"
+    ) -> tuple[torch.nn.Module, dict[str, Any]]:
+        return load_model(self.path, device)
+
+    def hold(self) -> AbstractContextManager[None]:
+        return hold(self.path)

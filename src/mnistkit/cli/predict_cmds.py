@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnistkit import rundir
 from mnistkit.errors import ImageError, MnistkitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -88,11 +89,6 @@ def chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
         yield chunk
 
 
-def is_run_dir(arg: str) -> bool:
-    """A folder :func:`mnistkit.train` wrote (its ``config.json`` comes first), not of images."""
-    return arg != "-" and (Path(arg) / "config.json").is_file()
-
-
 def split_run_dir(inputs: list[str]) -> tuple[str | None, list[str]]:
     """``(RUN_DIR or None for the default model, the images)`` from predict's arguments."""
     first = Path(inputs[0])
@@ -105,7 +101,7 @@ def split_run_dir(inputs: list[str]) -> tuple[str | None, list[str]]:
     ):
         raise MnistkitError(f"{inputs[0]} does not exist: it is neither a run directory "
                             f"nor an image.")  # fmt: skip
-    if not is_run_dir(inputs[0]):
+    if inputs[0] == "-" or not rundir.is_run_dir(inputs[0]):
         return None, inputs
     if len(inputs) == 1:
         raise MnistkitError(f"{inputs[0]} is a run directory: give the images to read after it.")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mnistkit.data import default_cache_dir
 from mnistkit.errors import MnistkitError, TrainingInterrupted
+from mnistkit.rundir import RunDir
 
 RECIPE = "fast"  # the least training time to >= 99 % test accuracy
 DATASET = "mnist"
@@ -41,7 +42,7 @@ def default_run_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def _ready(path: Path) -> bool:
-    return (path / "metrics.json").is_file()  # written last by train(), then renamed in whole
+    return RunDir(path).is_finished()  # train() writes metrics.json last, then a rename
 
 
 def ensure_default_model(

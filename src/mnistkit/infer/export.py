@@ -15,7 +15,6 @@ the registry in about half a second with no extra packages; the dynamo exporter 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mnistkit import rundir
 from mnistkit.errors import DataError, MnistkitError
 from mnistkit.fileio import write_atomic
 
@@ -57,10 +57,6 @@ class ExportResult:
         # 1e-4 in probability: float32 reassociation differences are ~1e-6; a real export bug
         # (wrong layout, a missing layer) is of order 1.
         return self.argmax_agree == self.checked and self.max_abs_diff < 1e-4
-
-
-def weights_sha256(run_dir: str | Path) -> str:
-    return hashlib.sha256((Path(run_dir) / "model.safetensors").read_bytes()).hexdigest()
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -114,7 +110,7 @@ def to_onnx(
     model, config = load_model(run_dir, device="cpu")
     t = temperature_of(config)
     proto = onnx.load_from_string(onnx_bytes(_divided(model, t)))
-    meta = {"weights_sha256": weights_sha256(run_dir), "model": str(config.get("model")),
+    meta = {"weights_sha256": rundir.weights_sha256(run_dir), "model": str(config.get("model")),
             "temperature": repr(t)}  # fmt: skip
     with contextlib.suppress(MnistkitError):  # an unfinished run has no metrics.json
         meta["recipe"] = str(read_metrics(run_dir).get("recipe"))

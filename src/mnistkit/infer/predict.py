@@ -17,7 +17,6 @@ needs numpy, Pillow and onnxruntime only.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -28,12 +27,13 @@ from typing import IO, Any, overload
 import numpy as np
 from PIL import Image
 
+from mnistkit import rundir
 from mnistkit.calibration import temperature_of
 from mnistkit.errors import MnistkitError
-from mnistkit.infer.export import ONNX_FILE, onnx_session, softmax, weights_sha256
+from mnistkit.infer.export import ONNX_FILE, onnx_session, softmax
 from mnistkit.infer.images import MAX_BYTES, MAX_PIXELS, ImageSource
 from mnistkit.infer.preprocess import Preprocessed, preprocess
-from mnistkit.runconfig import check_config
+from mnistkit.rundir import RunDir
 
 # Below this top probability a "digit" is more likely a scribble, a letter or two digits: the
 # answer is still given, flagged. MNIST test digits that a 99 % model gets right have a top
@@ -146,7 +146,7 @@ class Classifier:
             forward, config = _torch_forward(run_dir, device)
         else:
             forward, config = _onnx_forward(run_dir)
-        info = {**_read_json(run_dir / "metrics.json"), "model": config.get("model")}
+        info = {**RunDir(run_dir).metrics(), "model": config.get("model")}
         info.update(backend=backend, run_dir=str(run_dir), temperature=temperature_of(config))
         return cls(forward, info, max_bytes=max_bytes, max_pixels=max_pixels)
 
@@ -241,24 +241,10 @@ def make_prediction(probs: np.ndarray, item: Preprocessed) -> Prediction:
     )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MnistkitError(f"{path} is missing: is {path.parent} a finished run?") from None
-    except (OSError, ValueError) as e:
-        raise MnistkitError(f"{path} cannot be read ({e}).") from None
-    if not isinstance(obj, dict):
-        raise MnistkitError(f"{path} does not hold a JSON object.")
-    return obj
-
-
 def _torch_forward(run_dir: Path, device: str) -> tuple[Forward, dict[str, Any]]:
     import torch
 
-    from mnistkit.rundir import load_model
-
-    model, config = load_model(run_dir, device=device)
+    model, config = RunDir(run_dir).load_model(device)
     t = temperature_of(config)
 
     def forward(x: np.ndarray) -> np.ndarray:
@@ -272,14 +258,15 @@ def _onnx_forward(run_dir: Path) -> tuple[Forward, dict[str, Any]]:
     path = run_dir / ONNX_FILE
     if not path.is_file():
         raise MnistkitError(f"{path} is missing: run `mnistkit export {run_dir}` first.")
-    config = check_config(_read_json(run_dir / "config.json"), run_dir / "config.json")
+    run = RunDir(run_dir)
+    config = run.config()
     session = onnx_session(path)
     meta = session.get_modelmeta().custom_metadata_map
-    weights = run_dir / "model.safetensors"
+    weights = run / rundir.WEIGHTS
     if (
         "weights_sha256" in meta
         and weights.is_file()
-        and meta["weights_sha256"] != weights_sha256(run_dir)
+        and meta["weights_sha256"] != run.weights_sha256()
     ):
         raise MnistkitError(
             f"{path} was exported from other weights than {weights.name}: "

@@ -6,11 +6,7 @@ is behind ``mnistkit compare``. matplotlib is imported inside functions (``mnist
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mnistkit import rundir
 from mnistkit.calibration import rescale, temperature_of
 from mnistkit.errors import MnistkitError
 from mnistkit.metrics import calibration, class_scores, confusion_matrix
@@ -25,13 +22,12 @@ from mnistkit.report import plots
 
 # Re-exported: `data show` and others draw digit grids through these.
 from mnistkit.report.plots import _pyplot, save_figure, save_grid  # noqa: F401
+from mnistkit.rundir import RunDir
 
 __all__ = ["RunFiles", "compare_rows", "predict_probabilities", "read_run", "save_figure",
            "save_grid", "write_report"]  # fmt: skip
 
 REPORT_FILES = ("curves.png", "confusion.png", "errors.png", "calibration.png", "report.html")
-# state_dict entries that are not learned parameters (BatchNorm statistics).
-_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
 @dataclass(frozen=True)
@@ -54,24 +50,16 @@ class RunFiles:
 
 
 def read_run(run_dir: str | os.PathLike[str]) -> RunFiles:
-    """Read ``config.json``, ``metrics.json`` and ``history.csv`` (the last may be missing)."""
-    path = Path(run_dir)
-    if not (path / "metrics.json").is_file():
-        raise MnistkitError(f"{path} is not a run directory (no metrics.json); train one with "
-                            f"`mnistkit train --recipe NAME --out {path}`.")  # fmt: skip
+    """Read a finished run's ``config.json``, ``metrics.json`` and ``history.csv``.
 
-    def load_json(name: str) -> dict[str, Any]:
-        try:
-            obj = json.loads((path / name).read_text()) if (path / name).is_file() else {}
-        except (OSError, ValueError) as e:
-            raise MnistkitError(f"cannot read {path / name}: {e}") from None
-        return obj if isinstance(obj, dict) else {}
-
-    history: list[dict[str, str]] = []
-    if (path / "history.csv").is_file():
-        with open(path / "history.csv", newline="") as f:
-            history = list(csv.DictReader(f))
-    return RunFiles(path, load_json("config.json"), load_json("metrics.json"), history)
+    The config is read as written (not validated) so that a report still shows a run whose
+    config a later mnistkit would refuse; the metrics must be there (a finished run)."""
+    run = RunDir(run_dir)
+    if not run.is_finished():
+        raise MnistkitError(f"{run.path} is not a run directory (no {rundir.METRICS}); train one "
+                            f"with `mnistkit train --recipe NAME --out {run.path}`.")  # fmt: skip
+    config = rundir.read_json(run / rundir.CONFIG, "config") if run.is_run() else {}
+    return RunFiles(run.path, config, run.metrics(), run.history())
 
 
 def predict_probabilities(
@@ -173,33 +161,13 @@ def write_report(
     return paths
 
 
-def count_parameters(run_dir: str | os.PathLike[str]) -> int | None:
-    """Learned parameters in ``model.safetensors``, read from its header alone (no torch).
-
-    The safetensors format starts with a little-endian u64 header size, then a JSON header
-    mapping each tensor name to its dtype, shape and offsets.
-    """
-    path = Path(run_dir) / "model.safetensors"
-    try:
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(size))
-    except (OSError, ValueError, struct.error):
-        return None
-    return sum(
-        math.prod(t["shape"])
-        for name, t in header.items()
-        if name != "__metadata__" and not name.endswith(_BUFFER_SUFFIXES)
-    )
-
-
 def compare_rows(run_dirs: list[str | os.PathLike[str]]) -> list[dict[str, Any]]:
     """One row per run: name, test/train accuracy and loss, epochs, seconds, parameters."""
     rows = []
     for d in run_dirs:
         run = read_run(d)
         m = run.metrics
-        params = m.get("parameters") or run.config.get("parameters") or count_parameters(d)
+        params = m.get("parameters") or run.config.get("parameters") or rundir.count_parameters(d)
         rows.append({
             "run": str(run.path),
             "name": run.name,

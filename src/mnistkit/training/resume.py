@@ -1,6 +1,6 @@
 """What a checkpoint holds, putting it back, and the checks a run makes before it trains.
 
-A checkpoint (``runs.save_checkpoint``: one sealed file, written atomically) holds the model,
+A checkpoint (:func:`save_checkpoint`: one sealed file, written atomically) holds the model,
 the optimizer (its hyperparameters and moments; the learning-rate schedule is a function of
 the global step, ``engine.lr_at``, so the step is its whole state), the global torch RNG
 (dropout), the shuffling generator (permutations and augmentation), the EMA weights, the
@@ -21,7 +21,9 @@ from typing import Any
 import torch
 
 from mnistkit import rundir as runs
+from mnistkit import sealed
 from mnistkit.errors import MnistkitError, WriteError
+from mnistkit.fileio import write_atomic
 from mnistkit.runconfig import RESUME_FIELDS
 from mnistkit.training.loop import Position
 from mnistkit.training.speed import StepExtras
@@ -66,7 +68,7 @@ class Checkpointer:
         if position is not None:
             tensors.update(position.tensors())
             state.update(step=position.step, seconds=position.seconds)
-        runs.save_checkpoint(self.out, self.model, self.optimizer, tensors, state)
+        save_checkpoint(self.out, self.model, self.optimizer, tensors, state)
 
     def save_position(self, position: Position, history: list[dict[str, Any]]) -> None:
         """``fit``'s ``on_stop`` hook."""
@@ -86,7 +88,7 @@ class Checkpointer:
         Raises:
             MnistkitError: the checkpoint is unusable or ``config.json`` disagrees with it.
         """
-        tensors, state = runs.load_checkpoint(self.out, self.model, self.optimizer)
+        tensors, state = load_checkpoint(self.out, self.model, self.optimizer)
         where = str(self.out)
         theirs, ours = state.get("config"), fingerprint(file_config)
         if theirs != ours:
@@ -147,3 +149,90 @@ def check_room(out: Path, model: torch.nn.Module, n_train: int) -> None:
             f"only {free / 2**20:.1f} MiB are free on the disk of {out}, and this run needs about "
             f"{need / 2**20:.1f} MiB for its checkpoints; free some space or choose another --out."
         )
+
+
+# --- the checkpoint file -----------------------------------------------------------
+
+CKPT_FORMAT = "mnistkit-checkpoint/2"  # 1 was a .safetensors + .json pair
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tensors: dict[str, torch.Tensor],
+    state: dict[str, Any],
+) -> None:
+    """Save everything a resumed run needs as one sealed safetensors file (no pickle).
+
+    One file, written atomically, so a process killed at any moment leaves the previous
+    checkpoint or this one, never a mix: the tensors hold the model (``model.*``), the
+    optimizer's tensor state (``optim.*``) and the caller's ``tensors``; the header's metadata
+    holds ``state`` as JSON, with the optimizer's hyperparameters and scalar state.
+
+    Args:
+        path: the run directory.
+        model: the model now.
+        optimizer: its optimizer.
+        tensors: other tensors by name, each name with a prefix of its own (``rng.torch``,
+            ``ema.fc.weight``, ``epoch.perm``...).
+        state: JSON-able facts; must hold ``epoch`` (from 1) and ``step`` (within it).
+    """
+    blob = {f"model.{k}": v for k, v in runs.state_tensors(model).items()}
+    sd = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, pstate in sd["state"].items():
+        for k, v in pstate.items():
+            if isinstance(v, torch.Tensor):
+                blob[f"optim.{idx}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    for name, v in tensors.items():
+        if name.startswith(("model.", "optim.")) or name in blob:
+            raise ValueError(f"checkpoint tensor name {name!r} is taken")
+        blob[name] = v.detach().cpu().contiguous()
+    payload = dict(state, optimizer={"param_groups": sd["param_groups"], "scalars": scalars})
+    meta = {"format": CKPT_FORMAT, "state": json.dumps(payload)}
+    write_atomic(Path(path) / runs.CHECKPOINT, sealed.pack(blob, meta))
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Restore model and optimizer in place from :func:`save_checkpoint`'s file.
+
+    Returns:
+        ``(tensors, state)``: the caller's tensors, by the names it saved them under, and the
+        JSON state (``epoch``, ``step``, ``history``...).
+
+    Raises:
+        MnistkitError: the file is missing, truncated, damaged, edited, of an older format, or
+            of another model or optimizer.
+    """
+    file = Path(path) / runs.CHECKPOINT
+    tensors, meta = sealed.unpack(file, "checkpoint")
+    try:
+        if meta.get("format") != CKPT_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {CKPT_FORMAT!r}")
+        state = json.loads(meta["state"])
+        if not isinstance(state, dict) or type(state.get("epoch")) is not int:
+            raise ValueError("no epoch in its state")
+        group: dict[str, dict[str, torch.Tensor]] = {"model.": {}, "optim.": {}, "": {}}
+        for k, v in tensors.items():
+            prefix = next((p for p in ("model.", "optim.") if k.startswith(p)), "")
+            group[prefix][k[len(prefix) :]] = v
+        runs.load_weights(model, group["model."], file)
+        opt_state: dict[int, dict[str, Any]] = {}
+        for k, v in group["optim."].items():
+            idx, name = k.split(".", 1)
+            opt_state.setdefault(int(idx), {})[name] = v
+        for idx, extra in state["optimizer"]["scalars"].items():
+            opt_state.setdefault(int(idx), {}).update(extra)
+        optimizer.load_state_dict(
+            {"state": opt_state, "param_groups": state["optimizer"]["param_groups"]}
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise MnistkitError(
+            f"{str(file)!r} is not a checkpoint this mnistkit can resume ({e}); start a new run."
+        ) from None
+    return group[""], state
