@@ -18,8 +18,9 @@ from mnistkit.errors import MnistkitError
 from mnistkit.infer.predict import Classifier
 from mnistkit.metrics import calibration
 from mnistkit.recipes import get_recipe
+from mnistkit.training.evaluate import evaluate_run
 from mnistkit.training.loop import predict_logits
-from mnistkit.training.runner import evaluate_run, train
+from mnistkit.training.runner import train
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

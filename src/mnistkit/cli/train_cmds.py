@@ -148,7 +148,7 @@ def interrupted(e: TrainingInterrupted) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from mnistkit.training.runner import evaluate_run
+    from mnistkit.training.evaluate import evaluate_run
 
     res = evaluate_run(args.run_dir, device=args.device, data_dir=getattr(args, "data_dir", None),
                        cache_dir=getattr(args, "cache_dir", None))  # fmt: skip
