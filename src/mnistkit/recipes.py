@@ -207,6 +207,11 @@ def fast() -> Recipe:
     fit). Every choice was made on a validation split with ``benchmarks/explore_fast.py``;
     the variants tried, their figures and machines are in ``benchmarks/RESULTS.md``, the
     result in the README (``mnistkit bench train --recipe fast --seeds 5``).
+
+    The last 2,000 training images are held out to fit the temperature that calibrates the
+    probabilities (``calibration``): label smoothing leaves the model underconfident (test ECE
+    11.2-11.9 %); T = 0.41-0.45 brings it to 0.26-0.56 % (seeds 0-4). Trained on 58,000
+    images it read 99.08 % on test (mean of seeds 0-4), as on all 60,000 (99.08 %).
     """
     return Recipe(
         name="fast",
@@ -225,6 +230,7 @@ def fast() -> Recipe:
         label_smoothing=0.1,
         precision="auto",  # bf16 only where it is faster (speed.native_bf16): no CPU so far
         channels_last=True,  # oneDNN's fast path for convolutions
+        calibration_split=1 / 30,  # 2,000 of MNIST's 60,000 images
         source="ours",
     )
 
@@ -239,7 +245,8 @@ def best() -> Recipe:
     its own loss and the model answering with the mean of their logits; every image
     distorted afresh each epoch (rotation, zoom, shear, shift: ``training/augment.py``);
     AdamW, one-cycle, label smoothing, an EMA of the weights (window ~1,000 steps) as the
-    final model, and 5-view test-time augmentation.
+    final model, and 5-view test-time augmentation. The last 2,000 training images are held
+    out to fit the temperature that calibrates the probabilities, as for ``fast``.
 
     Depth and committee were chosen on a validation split, never the test split: at depth 2
     one net read 99.73/99.71 % (seeds 0/1) where one conv per block plateaued at
@@ -264,5 +271,6 @@ def best() -> Recipe:
         augment={"degrees": 10.0, "scale": 0.1, "shear": 8.0, "translate": 2.0},
         precision="auto",
         channels_last=True,
+        calibration_split=1 / 30,  # 2,000 of MNIST's 60,000 images
         source="ours",
     )

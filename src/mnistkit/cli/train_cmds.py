@@ -100,7 +100,17 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"({m['examples_per_second']:.0f} examples/s on {m['device']}, {m['threads']} threads)")  # fmt: skip
     print(f"test accuracy {pct(m['test_accuracy'])}  test loss {m['test_loss']:.4f}  "
           f"train accuracy {pct(m['train_accuracy'])}  val accuracy {pct(m['val_accuracy'])}")  # fmt: skip
+    print(
+        f"calibration {calibration_text(run.temperature, m['test_ece_uncalibrated'], m['test_ece'])}"
+    )
     return 0
+
+
+def calibration_text(temperature: float, ece_before: float, ece_after: float) -> str:
+    """The calibration's effect, as ``train`` and ``evaluate`` print it."""
+    if temperature == 1.0:
+        return f"none (T = 1: no held-out images)  test ECE {pct(ece_before)}"
+    return f"T = {temperature:.3g}  test ECE {pct(ece_before)} before, {pct(ece_after)} after"
 
 
 def launch_ranks(args: argparse.Namespace) -> int:
@@ -163,6 +173,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"run       {args.run_dir} ({res['recipe']}, {res['dataset']})")
     print(f"test      accuracy {pct(res['test_accuracy'])}  loss {res['test_loss']:.4f}")
     print(f"train     accuracy {pct(res['train_accuracy'])}  loss {res['train_loss']:.4f}")
+    cal = calibration_text(res["temperature"], res["test_ece_uncalibrated"], res["test_ece"])
+    print(f"calibr.   {cal}")
     gap = res["train_accuracy"] - res["test_accuracy"]
     print(f"gap       {100 * gap:+.2f} points train - test"
           f"{' (overfitting: the model does better on what it has seen)' if gap > 0 else ''}")  # fmt: skip
