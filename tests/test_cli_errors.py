@@ -73,7 +73,7 @@ def test_predict_on_a_fifo_refuses_it_and_reads_the_rest(tiny_run, tmp_path):
     Image.new("L", (28, 28), 255).save(tmp_path / "digit.png")
     done = subprocess.run([sys.executable, "-m", "mnistkit", "predict", str(tiny_run), str(fifo),
                            str(tmp_path / "digit.png"), "--json"],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     rows = json.loads(done.stdout)
     assert "is not a regular file (a FIFO" in rows[0]["error"]

@@ -135,6 +135,7 @@ def test_health_names_the_model(client, run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert body["model"]["recipe"] == metrics["recipe"]
     assert body["model"]["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert body["model"]["run_dir"] == run_dir.name  # not where it lies on the server's disk
 
 
 def test_page_and_its_assets_are_served_offline(client):
@@ -334,3 +335,106 @@ def test_a_bug_in_inference_is_a_json_500_and_the_server_goes_on(caplog):
             assert r.status_code == 500 and "error" in r.json()
         assert c.get("/api/health").json()["status"] == "ok"
     assert any("boom" in (rec.exc_text or "") or rec.exc_info for rec in caplog.records)
+
+
+def _closed_by_server(s: socket.socket, trickle: bytes, until: float) -> bytes | None:
+    """Send ``trickle`` a byte every 0.3 s (then nothing), and stop sending once the server
+    speaks, until the server closes the connection: what it sent before closing, or None if
+    the connection was still open at ``until``."""
+    import time
+
+    s.settimeout(0.3)
+    got, i = b"", 0
+    while time.monotonic() < until:
+        try:
+            chunk = s.recv(4096)
+        except TimeoutError:
+            chunk = None
+        except OSError:
+            return got
+        if chunk == b"":
+            return got
+        if chunk:
+            got += chunk
+        elif i < len(trickle) and not got:
+            try:
+                s.send(trickle[i : i + 1])
+            except OSError:
+                return got
+            i += 1
+    return None
+
+
+def test_slow_heads_and_idle_connections_are_closed(server):
+    """With --timeout 3, a client sending its request head a byte at a time gets a 408 and is
+    closed, and so is one that sends nothing or sits idle after an answer, while other
+    clients are answered; before, all of them stayed open as long as they liked."""
+    import concurrent.futures
+    import time
+
+    import httpx
+
+    host, port = server.removeprefix("http://").split(":")
+    head = b"GET /api/health HTTP/1.1\r\nHost: x\r\nUser-Agent: one byte at a time\r\n\r\n"
+    until = time.monotonic() + 20  # far beyond the 3 s deadline: a bound, not a measurement
+
+    def client(kind: str) -> bytes | None:
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            if kind == "keep-alive":  # one request answered in full, then nothing
+                s.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += s.recv(65536)
+                head_end = answer.index(b"\r\n\r\n") + 4
+                length = int(answer.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(answer) < head_end + length:
+                    answer += s.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 200")
+            return _closed_by_server(s, head if kind == "slow" else b"", until)
+
+    kinds = ["slow"] * 10 + ["idle"] * 5 + ["keep-alive"] * 5
+    with concurrent.futures.ThreadPoolExecutor(len(kinds)) as pool:
+        futures = [pool.submit(client, kind) for kind in kinds]
+        assert httpx.get(server + "/api/health", timeout=30).status_code == 200
+        results = [f.result() for f in futures]
+    assert all(r is not None for r in results), results
+    assert all(r.startswith(b"HTTP/1.1 408") for r in results[:10]), results[:10]
+    assert all(r == b"" for r in results[10:]), results[10:]
+
+
+def test_a_port_in_use_is_one_line_exit_2(run_dir):
+    import subprocess
+    import sys
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "mnistkit", "serve", str(run_dir), "--port",
+                               str(port)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"mnistkit: error: port {port} on 127.0.0.1 is already in use (another server?); "
+        f"choose another --port."
+    ]
+
+
+def test_allowed_hosts_and_the_connection_cap(run_dir):
+    import httpx
+
+    options = ["--allowed-hosts", "127.0.0.1, digits.example.org", "--max-connections", "4"]
+    with running_server(run_dir, *options) as url:
+        r = httpx.get(url + "/api/health", headers={"host": "evil.example"}, timeout=30)
+        assert r.status_code == 400
+        assert r.json() == {
+            "error": "The Host 'evil.example' is not one this server answers to (--allowed-hosts)."
+        }
+        r = httpx.get(url + "/api/health", headers={"host": "digits.example.org"}, timeout=30)
+        assert r.status_code == 200
+        host, port = url.removeprefix("http://").split(":")
+        idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(4)]
+        try:
+            assert httpx.get(url + "/api/health", timeout=30).status_code == 503
+        finally:
+            for s in idle:
+                s.close()

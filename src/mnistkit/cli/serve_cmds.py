@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 
 from mnistkit.cli.common import log
 from mnistkit.errors import MnistkitError
@@ -29,6 +30,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="seconds a request may take to arrive and be answered (default 10)")  # fmt: skip
     p.add_argument("--max-batch", type=int, default=64,
                    help="most requests answered by one forward pass (default 64)")  # fmt: skip
+    # Each connection holds a file descriptor; 1,024 is a common per-process limit.
+    p.add_argument("--max-connections", type=int, default=200,
+                   help="open connections beyond which requests get 503 (default 200)")  # fmt: skip
+    p.add_argument("--allowed-hosts", metavar="HOSTS",
+                   help="comma-separated Host names to answer, e.g. digits.example.org or "
+                        "*.example.org (default any); set it when binding to 0.0.0.0")  # fmt: skip
     p.set_defaults(handler=cmd_serve)
 
 
@@ -36,18 +43,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mnistkit.serve import create_app, require_serve_deps
 
     require_serve_deps()
-    for name in ("max_bytes", "max_pixels", "max_batch"):
+    for name in ("max_bytes", "max_pixels", "max_batch", "max_connections"):
         if getattr(args, name) < 1:
             raise MnistkitError(f"--{name.replace('_', '-')} must be at least 1.")
-    if args.timeout <= 0:
-        raise MnistkitError("--timeout must be more than 0 seconds.")
+    if not 0 < args.timeout < math.inf:
+        raise MnistkitError("--timeout must be a positive number of seconds.")
     if not 0 <= args.port <= 65535:
         raise MnistkitError(f"--port {args.port} is not a TCP port (0..65535).")
-
-    import uvicorn
+    hosts = None
+    if args.allowed_hosts is not None:
+        hosts = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()]
+        bad = [h for h in hosts if "*" in h[1:] or (h[0] == "*" and h != "*" and h[1] != ".")]
+        if not hosts or bad:
+            raise MnistkitError(f"--allowed-hosts takes names like digits.example.org or "
+                                f"*.example.org, not {args.allowed_hosts!r}.")  # fmt: skip
 
     from mnistkit.cli.predict_cmds import load_classifier
+    from mnistkit.serve import server
 
+    sock = server.bind(args.host, args.port)  # a port in use: one line, before the model loads
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
@@ -60,20 +74,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         timeout_s=args.timeout,
         max_batch=args.max_batch,
+        allowed_hosts=hosts,
     )
     info = clf.info
     acc = info.get("test_accuracy")
     acc_text = f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
+    port = sock.getsockname()[1]  # --port 0: the one the system chose
     log(args, f"serving {info['run_dir']} ({info.get('recipe', '?')}{acc_text}, {args.backend})")
-    log(args, f"open http://{_url_host(args.host)}:{args.port}/ to draw digits; Ctrl+C stops")
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning" if quiet else "info",
-        access_log=not quiet,
-        timeout_keep_alive=5,
-    )
+    log(args, f"open http://{_url_host(args.host)}:{port}/ to draw digits; Ctrl+C stops")
+    server.run(app, sock, head_timeout=args.timeout, max_connections=args.max_connections,
+               quiet=quiet)  # fmt: skip
     return 0
 
 

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
-from starlette.types import Message
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnistkit.errors import ImageError, ImageTooLargeError
 from mnistkit.serve.batching import Batcher, BusyError
@@ -64,6 +65,7 @@ def create_app(
     max_pixels: int = 25_000_000,
     timeout_s: float = 10.0,
     max_batch: int = 64,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """The service for one loaded classifier.
 
@@ -73,12 +75,16 @@ def create_app(
         max_pixels: largest image, width x height (25 MP: any phone camera; bombs do not).
         timeout_s: seconds a request may take to arrive and be answered; then 408 or 503.
         max_batch: most images in one forward pass.
+        allowed_hosts: the Host headers answered (Starlette's patterns: ``digits.example.org``,
+            ``*.example.org``); others get a JSON 400. None answers any.
 
     Returns:
         The FastAPI app; run it with uvicorn (``mnistkit serve`` does).
     """
     batcher = Batcher(classifier.predict_batch, max_batch=max_batch)
     model_info = json.loads(json.dumps(dict(classifier.info), default=str))
+    if "run_dir" in model_info:  # its name, not where it lies on the server's disk
+        model_info["run_dir"] = Path(model_info["run_dir"]).name
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,6 +94,8 @@ def create_app(
     app = FastAPI(title="mnistkit", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.batcher = batcher
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHosts, allowed_hosts=allowed_hosts)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -131,6 +139,36 @@ def create_app(
         return JSONResponse(prediction_json(pred))
 
     return app
+
+
+class TrustedHosts:
+    """Starlette's TrustedHostMiddleware decides which Host headers are answered; a refused
+    one gets this service's JSON 400 and a log line instead of its plain-text one."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]):
+        self.app = app
+        self.check = TrustedHostMiddleware(self._allowed, list(allowed_hosts), www_redirect=False)
+
+    @staticmethod
+    async def _allowed(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["mnistkit.trusted_host"] = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def discard(message: Message) -> None:
+            pass
+
+        await self.check(scope, receive, discard)
+        if scope.pop("mnistkit.trusted_host", False):
+            await self.app(scope, receive, send)
+            return
+        host = Headers(scope=scope).get("host", "")
+        message = f"The Host {host!r} is not one this server answers to (--allowed-hosts)."
+        log.warning("%s %s -> 400: %s", scope["method"], scope["path"], message)
+        await JSONResponse({"error": message}, status_code=400)(scope, receive, send)
 
 
 def prediction_json(pred: Any) -> dict[str, Any]:

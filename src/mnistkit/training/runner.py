@@ -3,7 +3,12 @@
 Order of events, chosen so bad input writes nothing: check every argument, load and verify
 the data, and only then create the run directory. ``config.json`` is written first (so the
 folder describes itself and ``--resume`` can rebuild the run), a checkpoint after every
-epoch, and ``metrics.json`` last, which marks the run finished.
+epoch, and ``metrics.json`` last, which marks the run finished. From before the first write to
+after the last, the writing process (rank 0 under torchrun) holds the folder's lock
+(``rundir.hold``): a second training into it is refused, not interleaved.
+
+A loss that becomes NaN or infinite raises :class:`~mnistkit.errors.TrainingDiverged` at
+once, before another checkpoint is written (``loop.fit``); the CLI exits 1.
 
 Ctrl-C or SIGTERM: the step under way finishes, a mid-epoch checkpoint is written and
 :class:`~mnistkit.errors.TrainingInterrupted` is raised (``interrupt``); the CLI says how to
