@@ -1,48 +1,72 @@
-"""Accuracy on realistic images of MNIST test digits: naive resizing vs MNIST-style preprocessing.
+"""Accuracy on people's kinds of images of MNIST digits: naive resizing vs MNIST-style preprocessing.
 
-    .venv/bin/python benchmarks/handwriting.py RUN_DIR [--n 2000] [--seed 0] [--backend onnx]
+    python benchmarks/handwriting.py RUN_DIR [--n 2000] [--kinds all] [--n-kind 500]
+                                     [--split test|train] [--seed 0] [--backend onnx]
 
-Renders MNIST test digits ``start .. start+n-1`` as photos of ink on paper
-(:mod:`mnistkit.handwriting`: size, place, pen width, ink and paper colours, uneven light, a
-strip of table, specks, blur, noise, JPEG/PNG), then classifies them three ways with the same
-model: the MNIST digits themselves (the ceiling), the photos through ``naive28`` (resize the
-whole image to 28x28, invert a light page) and the photos through ``mnistkit.preprocess``.
-``--save DIR`` writes the photos, and ``DIR-errors.png`` a grid of what the model saw
-where it was wrong; ``--calibrate`` prints the
-MNIST stroke-width percentiles that ``preprocess.STROKE_*`` hold.
+Two families of sets, each image made from one MNIST digit whose label it keeps:
+
+- photos (:mod:`digit_photos`): digits ``start .. start+n-1`` rendered as photos of ink on
+  paper (size, place, pen width, ink and paper colours, uneven light, a strip of table, specks,
+  blur, noise, JPEG/PNG), classified three ways with the same model: the MNIST digits
+  themselves (the ceiling), the photos through ``naive28`` (resize the whole image to 28x28,
+  invert a light page) and the photos through ``mnistkit.preprocess``;
+- kinds (:mod:`digit_kinds`, ``--kinds``): one set per kind of input (tight crops, low
+  resolution, tiny, huge, soft, blocky, pencil ... marker, ruled/squared paper, a form cell, a
+  shadow, chalk, white ink, the drawing page's canvas), ``--n-kind`` digits each, reported one
+  row per set: accuracy beside the same digits' own accuracy, and how many were "blank".
+
+Report on ``--split test``; tune only on ``--split train`` (the twin sets, made the same way
+from training digits). ``--save DIR`` writes the photos, and ``DIR-errors.png`` a grid of what
+the model saw where it was wrong; ``--calibrate`` prints the MNIST stroke-width percentiles
+that ``preprocess.STROKE_*`` hold.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
+import digit_kinds
+import digit_photos
 import numpy as np
 
 import mnistkit
-from mnistkit import handwriting
-from mnistkit.infer import imageops
-from mnistkit.infer import preprocess as pp
 from mnistkit.infer.predict import Classifier
 
 
 def calibrate(x: np.ndarray) -> None:
+    from mnistkit.infer import preprocess as pp
+
     widths = []
     for im in x.astype(np.float32) / 255:
-        ys, xs = np.nonzero(im > 0)
-        t = im[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-        k = pp.BOX / max(t.shape)
-        widths.append(
-            pp.stroke_width(imageops.resize(t, round(t.shape[1] * k), round(t.shape[0] * k)))
-        )
+        widths.append(pp.stroke_width(pp.box_scale(im > 0.5, im)))
     p10, p50, p90 = np.percentile(widths, [10, 50, 90])
     print(
-        f"MNIST stroke width at {pp.BOX} px high, {len(x)} test digits: p10 {p10:.2f}, median {p50:.2f}, p90 {p90:.2f}"
+        f"MNIST stroke width at {pp.BOX} px high, {len(x)} digits: p10 {p10:.2f}, median {p50:.2f}, p90 {p90:.2f}"
     )
+
+
+def score(clf: Classifier, data: list[bytes], labels: np.ndarray) -> dict:
+    """Accuracy, blanks and not-a-digit flags of ``preprocess`` + the model on encoded images."""
+    t0 = time.perf_counter()
+    items = [clf.preprocess(d) for d in data]
+    seconds = time.perf_counter() - t0
+    preds = clf.predict_preprocessed(items)
+    got = np.array([p.label for p in preds])
+    return {
+        "n": len(data),
+        "accuracy": float((got == labels).mean()),
+        "blank": sum(it.blank for it in items),
+        "flagged": sum(p.not_digit is not None for p in preds),
+        "ms": seconds / max(1, len(data)) * 1e3,
+        "preds": preds,
+        "labels": got,
+    }
 
 
 def main() -> int:
@@ -50,67 +74,115 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("run_dir", nargs="?")
-    ap.add_argument("--n", type=int, default=2000, help="how many test digits (default 2000)")
-    ap.add_argument("--start", type=int, default=0, help="first test index")
-    ap.add_argument("--seed", type=int, default=0, help="the set's seed (default 0)")
+    ap.add_argument("--n", type=int, default=2000, help="photos: how many digits (default 2000)")
+    ap.add_argument("--start", type=int, default=0, help="first digit index (default 0)")
+    ap.add_argument("--seed", type=int, default=0, help="the sets' seed (default 0)")
+    ap.add_argument("--split", default="test", choices=["test", "train"],
+                    help="digits to draw: test to report, train to tune (default test)")  # fmt: skip
+    ap.add_argument("--kinds", default="", help="'all' or comma-separated kinds (default none)")
+    ap.add_argument("--n-kind", type=int, default=500, help="digits per kind (default 500)")
     ap.add_argument("--backend", default="onnx", choices=["torch", "onnx"])
-    ap.add_argument("--save", metavar="DIR", help="write the rendered images and a grid")
+    ap.add_argument("--save", metavar="DIR", help="write the rendered photos and a grid")
+    ap.add_argument("--json", metavar="OUT", help="also write the figures to this JSON file")
     ap.add_argument("--calibrate", action="store_true", help="print MNIST stroke-width percentiles")
     args = ap.parse_args()
-    (_, _), (x, y) = mnistkit.load_data()
+    (xtr, ytr), (xte, yte) = mnistkit.load_data()
+    x, y = (xte, yte) if args.split == "test" else (xtr, ytr)
     if args.calibrate:
         calibrate(x)
         if not args.run_dir:
             return 0
     if not args.run_dir:
         ap.error("RUN_DIR is required")
+    kinds = (
+        list(digit_kinds.KINDS) if args.kinds == "all" else [k for k in args.kinds.split(",") if k]
+    )
+    for k in kinds:
+        if k not in digit_kinds.KINDS:
+            ap.error(f"unknown kind {k!r}; known: {', '.join(digit_kinds.KINDS)}")
     if args.backend == "onnx" and not (Path(args.run_dir) / "model.onnx").exists():
         from mnistkit.infer.export import to_onnx
 
         to_onnx(args.run_dir)
     clf = Classifier.load(args.run_dir, backend=args.backend)
-    sel = slice(args.start, args.start + args.n)
-    t0 = time.perf_counter()
-    samples = handwriting.make_set(x, y, args.n, seed=args.seed, start=args.start)
-    t_gen = time.perf_counter() - t0
-    labels = np.array([s.label for s in samples])
-    t0 = time.perf_counter()
-    preds = clf.predict_batch([s.data for s in samples])
-    t_ours = time.perf_counter() - t0
-    ours = np.array([p.label for p in preds])
-    naive = clf.predict_arrays(np.stack([handwriting.naive28(s.data) for s in samples])).argmax(1)
-    ceiling = clf.predict_arrays(x[sel]).argmax(1)
-    n = len(samples)
     info = clf.info
     print(
         f"model    {args.run_dir} ({info.get('recipe')}, {args.backend}); MNIST test accuracy (10,000): {info.get('test_accuracy', float('nan')):.2%}"
     )
     print(
-        f"set      MNIST test digits {args.start}..{args.start + n - 1} rendered with seed {args.seed} ({t_gen / n * 1e3:.0f} ms each)"
+        f"machine  {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}"
     )
+    out: dict = {"run": args.run_dir, "split": args.split, "seed": args.seed, "sets": {}}
+    if args.n > 0:
+        out["sets"]["photos"] = photos(clf, x, y, args)
+    rows = []
+    for kind in kinds:
+        t0 = time.perf_counter()
+        samples = digit_kinds.make_set(kind, x, y, args.n_kind, seed=args.seed, start=args.start)
+        t_gen = time.perf_counter() - t0
+        labels = np.array([s.label for s in samples])
+        r = score(clf, [s.data for s in samples], labels)
+        idx = [s.index for s in samples]
+        ceiling = float((clf.predict_arrays(x[idx]).argmax(1) == labels).mean())
+        rows.append((kind, r, ceiling, t_gen / len(samples) * 1e3))
+        out["sets"][kind] = {k: v for k, v in r.items() if k not in ("preds", "labels")}
+        out["sets"][kind]["ceiling"] = ceiling
+    if rows:
+        print(
+            f"\nkinds: MNIST {args.split} digits {args.start}..{args.start + args.n_kind - 1}, seed {args.seed}"
+        )
+        print(
+            f"{'set':<14} {'n':>5} {'digits':>8} {'preprocess':>10} {'gap':>6} {'blank':>6} {'flagged':>8} {'ms/img':>7}"
+        )
+        for kind, r, ceiling, _ in rows:
+            print(
+                f"{kind:<14} {r['n']:>5} {ceiling:>8.2%} {r['accuracy']:>10.2%} {(ceiling - r['accuracy']) * 100:>6.2f} {r['blank']:>6} {r['flagged']:>8} {r['ms']:>7.1f}"
+            )
+        print(
+            "(digits: the same MNIST digits as they are; gap: points below them; ms/img: preprocess)"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def photos(clf: Classifier, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict:
+    sel = slice(args.start, args.start + args.n)
+    t0 = time.perf_counter()
+    samples = digit_photos.make_set(x, y, args.n, seed=args.seed, start=args.start)
+    t_gen = time.perf_counter() - t0
+    labels = np.array([s.label for s in samples])
+    t0 = time.perf_counter()
+    r = score(clf, [s.data for s in samples], labels)
+    t_ours = time.perf_counter() - t0
+    naive = clf.predict_arrays(np.stack([digit_photos.naive28(s.data) for s in samples])).argmax(1)
+    ceiling = float((clf.predict_arrays(x[sel]).argmax(1) == y[sel]).mean())
+    n = len(samples)
     print(
-        f"machine  {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        f"set      MNIST {args.split} digits {args.start}..{args.start + n - 1} rendered as photos with seed {args.seed} ({t_gen / n * 1e3:.0f} ms each)"
     )
     print()
     print(f"{'input':<44} {'accuracy':>9}")
-    print(f"{'the MNIST digits themselves (same indices)':<44} {(ceiling == y[sel]).mean():>9.2%}")
+    print(f"{'the MNIST digits themselves (same indices)':<44} {ceiling:>9.2%}")
     print(f"{'photos, naive (resize whole image to 28x28)':<44} {(naive == labels).mean():>9.2%}")
-    print(f"{'photos, mnistkit.preprocess':<44} {(ours == labels).mean():>9.2%}")
-    flagged = sum(p.not_digit is not None for p in preds)
+    print(f"{'photos, mnistkit.preprocess':<44} {r['accuracy']:>9.2%}")
     print(
-        f"\npreprocess + predict: {t_ours / n * 1e3:.1f} ms per image; flagged not-a-digit: {flagged}"
+        f"\npreprocess + predict: {t_ours / n * 1e3:.1f} ms per image; flagged not-a-digit: {r['flagged']}; blank: {r['blank']}"
     )
-    wrong = np.nonzero(ours != labels)[0]
     by_pen: dict[str, list[int]] = {}
-    for s, ok in zip(samples, ours == labels, strict=True):
+    for s, ok in zip(samples, r["labels"] == labels, strict=True):
         by_pen.setdefault(str(s.params["pen"]), []).append(int(ok))
     print(
         "by pen:  "
         + ", ".join(f"{k} {np.mean(v):.1%} (n={len(v)})" for k, v in sorted(by_pen.items()))
     )
     if args.save:
-        save(Path(args.save), samples, preds, x[sel], wrong)
-    return 0
+        wrong = np.nonzero(r["labels"] != labels)[0]
+        save(Path(args.save), samples, r["preds"], x[sel], wrong)
+    return {
+        "n": n, "accuracy": r["accuracy"], "blank": r["blank"], "flagged": r["flagged"],
+        "ms": r["ms"], "ceiling": ceiling, "naive": float((naive == labels).mean()),
+    }  # fmt: skip
 
 
 def save(folder: Path, samples, preds, originals, wrong) -> None:
@@ -127,7 +199,7 @@ def save(folder: Path, samples, preds, originals, wrong) -> None:
         grid_path = folder.with_name(folder.name + "-errors.png")
         Image.fromarray((grid * 255).astype(np.uint8)).save(grid_path)
         print(f"wrote {grid_path}: each wrong photo's MNIST original beside what the model saw")
-    print(f"wrote {len(samples)} photos of MNIST test digits to {folder}")
+    print(f"wrote {len(samples)} photos of MNIST digits to {folder}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The test sets' renderers live with the benchmarks that report on them (digit_photos,
+# digit_kinds); tests draw small sets with them.
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ["MNISTKIT_CACHE"] = os.environ.get(
     "MNISTKIT_TEST_CACHE", str(ROOT / ".cache" / "mnistkit")
 )

@@ -14,12 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import digit_photos as handwriting
 import numpy as np
 import pytest
 from PIL import Image
 from serve_support import trained_run
 
-from mnistkit import handwriting
 from mnistkit.cli import main
 from mnistkit.errors import ImageError, MnistkitError
 from mnistkit.infer.export import to_onnx

@@ -7,6 +7,7 @@ import struct
 import warnings
 import zlib
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,8 +16,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from mnistkit.errors import ImageError, ImageTooLargeError
-from mnistkit.infer import imageops
-from mnistkit.infer.preprocess import preprocess
+from mnistkit.infer.preprocess import disk, preprocess
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -200,7 +200,7 @@ def test_thin_pen_is_thickened_to_mnist_strokes():
 def test_table_strip_close_to_a_small_digit_is_cut_away(mnist, index):
     """Small photos (94x45, 105x75) of a digit a few px from a strip of table: smoothing joins
     them into one piece, which used to be taken for the digit (the box was the whole photo)."""
-    from mnistkit.handwriting import render
+    from digit_photos import render
 
     data, params = render(mnist[0][0][index], np.random.default_rng([1, index - 58000]))
     assert params["table_edge"]
@@ -255,7 +255,7 @@ def test_fat_digit_cut_by_the_photo_edge_is_thinned_as_on_paper(mnist):
     """Thinning a marker digit that runs off the photo's bottom edge erodes it from that side
     too: the same as with a strip of paper below it (the border used to count as ink and the
     eroded digit kept a band along it)."""
-    fat = imageops.dilate(mnist[1][0][3].astype(np.float32) / 255, 1)  # a 0, marker strokes
+    fat = cv2.dilate(mnist[1][0][3].astype(np.float32) / 255, disk(1))  # a 0, marker strokes
     ys, _ = np.nonzero(fat > 0.3)
     big = Image.fromarray((fat * 255).astype(np.uint8)).resize((168, 168))
     cut = (ys.max() - 1) * 6  # through the bottom stroke
@@ -352,42 +352,6 @@ def test_decompression_bomb_and_limits_raise_too_large(tmp_path):
 
 
 # --- building blocks ----------------------------------------------------------------------
-
-
-def flood_fill_count(mask: np.ndarray) -> int:
-    seen = np.zeros_like(mask)
-    count = 0
-    h, w = mask.shape
-    for y0 in range(h):
-        for x0 in range(w):
-            if mask[y0, x0] and not seen[y0, x0]:
-                count += 1
-                stack = [(y0, x0)]
-                seen[y0, x0] = True
-                while stack:
-                    y, x = stack.pop()
-                    for dy in (-1, 0, 1):
-                        for dx in (-1, 0, 1):
-                            v, u = y + dy, x + dx
-                            if 0 <= v < h and 0 <= u < w and mask[v, u] and not seen[v, u]:
-                                seen[v, u] = True
-                                stack.append((v, u))
-    return count
-
-
-@settings(max_examples=60, deadline=None)
-@given(hnp.arrays(np.bool_, st.tuples(st.integers(1, 20), st.integers(1, 20))))
-def test_label_components_matches_a_flood_fill(mask):
-    labels, n = imageops.label_components(mask)
-    assert n == flood_fill_count(mask)
-    assert ((labels > 0) == mask).all()
-    assert set(np.unique(labels[mask]).tolist()) == set(range(1, n + 1))
-    # 8-connected neighbours share a label
-    for dy, dx in [(0, 1), (1, 0), (1, 1), (1, -1)]:
-        a = labels[: labels.shape[0] - dy, max(0, -dx) : labels.shape[1] - max(0, dx)]
-        b = labels[dy:, max(0, dx) : labels.shape[1] + min(0, dx) or None]
-        both = (a > 0) & (b > 0)
-        assert (a[both] == b[both]).all()
 
 
 def test_values_spanning_the_float64_range_scale_without_overflow():

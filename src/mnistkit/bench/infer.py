@@ -1,12 +1,18 @@
-"""Inference speed: images per second at a few batch sizes and single-image latency.
+"""Inference speed: images per second at a few batch sizes and single-image latency, and
+the time preprocessing takes per image size.
 
 Measured for torch eager (eval mode, ``torch.inference_mode``) and, when ``onnx`` and
 ``onnxruntime`` are installed, for ONNX Runtime on the CPU. Untrained weights run exactly as
 fast as trained ones, so a model name is enough; a run directory measures that run's model.
+Preprocessing is timed from the encoded bytes (decoding included) on one thread, on images
+drawn here: a 4000x3000 JPEG photo, a 1000x1000 JPEG, the drawing page's 280x280 PNG, a 28x28
+PNG.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 import time
 from collections.abc import Callable
@@ -74,6 +80,69 @@ def _onnx_forward(model: torch.nn.Module) -> tuple[Forward | None, str]:
     return (lambda x: sess.run(None, {"image": x})[0]), f"onnxruntime {ort.__version__}"
 
 
+@functools.lru_cache(maxsize=1)
+def preprocess_images() -> dict[str, bytes]:
+    """Encoded test images of a digit at the sizes people send: name -> bytes."""
+    import cv2
+    from PIL import Image
+
+    def encode(a: np.ndarray, fmt: str) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        return buf.getvalue()
+
+    def page(w: int, h: int, digit_h: int, colour: bool) -> np.ndarray:
+        rng = np.random.default_rng(0)
+        ink = np.zeros((h, w), np.uint8)
+        scale = digit_h / 22  # Hershey glyphs are about 22 px high at scale 1
+        cv2.putText(ink, "7", (w // 3, h // 2 + digit_h // 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    255, max(1, int(scale * 2)), cv2.LINE_AA)  # fmt: skip
+        shade = np.linspace(235, 200, w, dtype=np.float32)[None, :]  # uneven light
+        img = shade - ink * np.float32(180 / 255) + 3 * rng.standard_normal((h, w), np.float32)
+        a = np.clip(img, 0, 255).astype(np.uint8)
+        return np.stack([a, a, (a * 0.95).astype(np.uint8)], -1) if colour else a
+
+    canvas = np.zeros((280, 280), np.uint8)
+    cv2.putText(canvas, "7", (50, 250), cv2.FONT_HERSHEY_SIMPLEX, 9, 255, 20, cv2.LINE_AA)
+    small = cv2.resize(canvas, (28, 28), interpolation=cv2.INTER_AREA)
+    return {
+        "4000x3000 JPEG photo": encode(page(4000, 3000, 600, True), "JPEG"),
+        "1000x1000 JPEG": encode(page(1000, 1000, 250, True), "JPEG"),
+        "280x280 canvas PNG": encode(canvas, "PNG"),
+        "28x28 PNG": encode(small, "PNG"),
+    }
+
+
+def bench_preprocess(runs: int = 20) -> dict[str, dict[str, float]]:
+    """Median and 90th percentile ms of ``preprocess`` from encoded bytes (wall clock, and the
+    median CPU time), one OpenCV thread."""
+    import cv2
+
+    from mnistkit.infer.preprocess import preprocess
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    out = {}
+    try:
+        for name, data in preprocess_images().items():
+            preprocess(data)  # warm-up: first calls load code and allocate
+            times, cpu = [], []
+            for _ in range(runs):
+                t0, c0 = time.perf_counter(), time.process_time()
+                preprocess(data)
+                times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            ms = np.array(times) * 1000
+            # CPU time too: on a shared, busy machine the wall clock also counts the waits for
+            # a core; the process's own CPU time does not.
+            out[name] = {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
+                         "cpu_median_ms": float(np.median(cpu) * 1000), "bytes": len(data),
+                         "runs": runs}  # fmt: skip
+    finally:
+        cv2.setNumThreads(threads)
+    return out
+
+
 def bench_infer(
     model: torch.nn.Module,
     *,
@@ -83,6 +152,7 @@ def bench_infer(
     latency_calls: int = 300,
     channels_last: bool = True,
     backends: tuple[str, ...] = ("torch", "onnx"),
+    preprocess_runs: int = 20,
 ) -> dict[str, Any]:
     """Images/second per batch size and single-image latency, per backend.
 
@@ -94,12 +164,16 @@ def bench_infer(
         latency_calls: single-image calls behind p50/p99.
         channels_last: torch's memory format for convolutions (ONNX Runtime picks its own).
         backends: ``torch`` and/or ``onnx``.
+        preprocess_runs: timed runs of preprocessing per image size (0: not measured).
 
     Returns:
-        ``{"model", "machine", "backends": {name: {"images_per_second": {batch: ips},
-        "latency": {"p50_ms", "p99_ms"}} or {"skipped": reason}}}``.
+        ``{"model", "machine", "backends": {name: {"images_per_second":
+        {batch: ips}, "latency": {"p50_ms", "p99_ms"}} or {"skipped": reason}},
+        "preprocess": {image: {"median_ms", "p90_ms", "cpu_median_ms", "bytes", "runs"}}}``.
     """
     out: dict[str, Any] = {"model": name, "machine": machine_info("cpu"), "backends": {}}
+    if preprocess_runs > 0:
+        out["preprocess"] = bench_preprocess(preprocess_runs)
     for backend in backends:
         if backend == "torch":
             forward: Forward | None = _torch_forward(model, channels_last)
@@ -130,6 +204,10 @@ def format_infer(result: dict[str, Any]) -> str:
         lat = r["latency"]
         lines.append(f"{backend:>6}: {rates}  |  1 image: p50 {lat['p50_ms']:.3f} ms, "
                      f"p99 {lat['p99_ms']:.3f} ms  ({r['runtime']})")  # fmt: skip
+    for image, r in result.get("preprocess", {}).items():
+        lines.append(f"preprocess {image:<20} median {r['median_ms']:7.2f} ms, p90 "
+                     f"{r['p90_ms']:7.2f} ms, CPU time median {r['cpu_median_ms']:6.2f} ms  "
+                     f"({r['runs']} runs, 1 thread, decoding included)")  # fmt: skip
     lines.append("machine: " + format_machine(result["machine"]))
     return "\n".join(lines)
 

@@ -17,10 +17,10 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mnistkit.infer import imageops as ops
 from mnistkit.infer.images import ImageSource, load_pixels
 
 PAPERS = {
@@ -45,6 +45,25 @@ class Sample:
     params: dict[str, Any]
 
 
+def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pillow's area average (BOX) down, bilinear up, on float32: the photos of the README's
+    figures were rendered with exactly this."""
+    h, w = img.shape
+    if (w, h) == (width, height):
+        return img.astype(np.float32, copy=True)
+    method = Image.Resampling.BOX if width <= w and height <= h else Image.Resampling.BILINEAR
+    out = Image.fromarray(np.ascontiguousarray(img, dtype=np.float32), mode="F")
+    return np.asarray(out.resize((width, height), method), dtype=np.float32)
+
+
+def dilate(img: np.ndarray, radius: int) -> np.ndarray:
+    """Grey dilation over a disk of ``radius`` px (offsets with dy^2 + dx^2 <= r^2 + r)."""
+    r = int(radius)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = (yy**2 + xx**2 <= r * r + r).astype(np.uint8)
+    return cv2.dilate(img, disk)
+
+
 def render(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, dict[str, Any]]:
     """Draw one MNIST digit as ink on a page and encode it.
 
@@ -58,19 +77,19 @@ def render(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, dict[str
     d = digit.astype(np.float32) / 255.0
     ys, xs = np.nonzero(d > 0)
     t = d[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    # Pen: at 4x MNIST scale, where MNIST's strokes are ~10 px wide (preprocess.STROKE_*),
+    # Pen: at 4x MNIST scale, where MNIST's strokes are ~10 px wide (mnistkit.preprocess.STROKE_*),
     # thicken by a dilation or thin by a higher threshold, then make the edge crisp.
-    big = np.clip(ops.resize(t, t.shape[1] * 4, t.shape[0] * 4), 0, 1)
+    big = np.clip(resize(t, t.shape[1] * 4, t.shape[0] * 4), 0, 1)
     pen = rng.choice(["thin", "normal", "thick", "marker"], p=[0.25, 0.35, 0.25, 0.15])
     radius = {"thin": 0, "normal": 0, "thick": 2, "marker": 4}[pen]
     thr = {"thin": float(rng.uniform(0.6, 0.8)), "normal": 0.45}.get(pen, 0.35)
-    big = ops.dilate(big, radius) if radius else big
+    big = dilate(big, radius) if radius else big
     ink_cover = np.clip((big - thr) / 0.12 + 0.5, 0, 1)
     # Size and place on a page; a phone photo is large, a scan or a drawing smaller.
     height = int(np.exp(rng.uniform(np.log(24), np.log(320))))
     k = height / t.shape[0]
     dw, dh = max(1, round(t.shape[1] * k)), height
-    cover = np.clip(ops.resize(ink_cover, dw, dh), 0, 1)
+    cover = np.clip(resize(ink_cover, dw, dh), 0, 1)
     page_w = min(1200, int(dh * rng.uniform(1.3, 4.0)) + dw)
     page_h = min(1200, int(dh * rng.uniform(1.3, 3.5)))
     px, py = int(rng.integers(0, page_w - dw + 1)), int(rng.integers(0, page_h - dh + 1))
@@ -171,5 +190,5 @@ def naive28(source: ImageSource) -> np.ndarray:
         (28, 28) float32 in [0, 1].
     """
     pix = load_pixels(source).mean(axis=2)
-    small = np.clip(ops.resize(pix, 28, 28), 0, 1)
+    small = np.clip(resize(pix, 28, 28), 0, 1)
     return (1 - small if small.mean() > 0.5 else small).astype(np.float32)

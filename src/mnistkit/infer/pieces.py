@@ -1,0 +1,247 @@
+"""Which connected pieces of an ink mask are the digit: paper edges, ruled lines and printed
+box edges out, the main piece and the strokes near it in.
+
+Masks are (H, W) bool; connected pieces are OpenCV's 8-connected components.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+JOIN_GAP, JOIN_MASS, DOT = 0.5, 0.05, 2.5  # select_digit: which pieces join the digit
+# A ruled line or a box edge is straight and long: a run over this fraction of the frame.
+LINE_SPAN = 0.6
+# A box holds the digit when it reaches around it, give or take this fraction of its size (a
+# digit written over the box's edge).
+LINE_OVERHANG = 0.15
+LINE_FRAME = 0.85  # ... a rule or a grid crosses this fraction of the frame
+LINE_GRID = 256  # px: lines are found on the mask shrunk to this (they need no detail)
+
+
+@dataclass
+class Pieces:
+    """Connected pieces of a mask: per piece (index k = label k + 1) ink, area, box, border."""
+
+    labels: np.ndarray
+    mass: np.ndarray
+    area: np.ndarray
+    x0: np.ndarray
+    y0: np.ndarray
+    x1: np.ndarray
+    y1: np.ndarray
+    contact: np.ndarray  # longest run along one image side, fraction of that side
+
+    @classmethod
+    def of(cls, mask: np.ndarray, ink: np.ndarray) -> Pieces:
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(
+            mask.astype(np.uint8), connectivity=8
+        )
+        n -= 1
+        st = stats[1:].astype(np.int64)
+        contact: np.ndarray
+        mass: np.ndarray
+        if n <= 1:  # one piece (a clean drawing, often): nothing to weigh it against
+            contact, mass = np.zeros(n), st[:, 4].astype(np.float64)
+        else:
+            sides = (labels[0], labels[-1], labels[:, 0], labels[:, -1])
+            contact = np.max([np.bincount(e, minlength=n + 1)[1:] / len(e) for e in sides], 0)
+            mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n + 1)[1:]
+        x, y, w, h = st[:, 0], st[:, 1], st[:, 2], st[:, 3]
+        return cls(labels, mass, st[:, 4], x, y, x + w, y + h, contact)
+
+    def __len__(self) -> int:
+        return len(self.area)
+
+    def edge_like(self) -> np.ndarray:
+        """Paper edges: solid pieces lying along an image side for 40 % of its length or more.
+
+        A strip of table or the page's shadow in a photo does, and fills its bounding box; a
+        digit in a tight crop may touch a side along a stroke (a 7's bar) but its strokes fill
+        a third of its box or less.
+        """
+        fill = self.area / np.maximum(1, (self.x1 - self.x0) * (self.y1 - self.y0))
+        return (self.contact >= 0.4) & (fill >= 0.7)
+
+
+def edge_bands(mask: np.ndarray, depth: float = 0.15, full: float = 0.9) -> np.ndarray:
+    """Paper edges as bands: rows (columns) along an image side that are ink over their whole
+    length, with paper after them.
+
+    ``Pieces.edge_like`` misses a strip of table that the smoothing has joined to a digit
+    written close to it (a small photo); cutting whole rows does not. A band is at most
+    ``depth`` of the image deep, each row at least ``full`` covered, followed within two rows
+    by a row of paper (15 % ink at most). A digit in a tight crop can fill its top rows (a
+    7's bar) but then reaches the opposite side as well, and is left alone.
+    """
+    out = np.zeros_like(mask, dtype=bool)
+    views = (lambda a: a, lambda a: a[::-1], lambda a: a.T, lambda a: a.T[::-1])
+    for view in views:
+        m, o = view(mask), view(out)
+        cover = m.mean(axis=1)
+        n = len(cover)
+        d = 0
+        while d < max(1, int(depth * n)) and cover[d] >= full:
+            d += 1
+        if d == 0 or d >= n - 3:
+            continue
+        e = d
+        while e < d + 2 and cover[e] > 0.15:
+            e += 1
+        if cover[e] > 0.15 or 0 < cover[-1] < full:
+            continue
+        o[:e] = True
+    return out
+
+
+def drop_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
+    """The mask without ruled lines, squared paper's grid and printed box edges.
+
+    Lines are runs of ``faint`` ink (a lower threshold than ``mask``'s: a pale blue rule is
+    often under the digit's threshold in places) straight along a row or a column for
+    ``LINE_SPAN`` of the frame. Of those, a rule or a grid crosses ``LINE_FRAME`` of the
+    frame, and a printed box is a rectangle's outline over half of it each way; a digit's own
+    stroke (a 1 that fills a small photo) is neither and stays. Rules go when there are two or
+    more (ruled paper; a single stroke across a tight crop, a 2's base or a 4's stem, is the
+    digit's own and goes only when it touches nothing else); a box or a grid goes when it
+    holds the digit. Where a dropped line crossed a stroke, the stroke is bridged again across
+    the line's width.
+    """
+    h, w = mask.shape
+    f = min(1.0, LINE_GRID / max(h, w))
+    small = faint.astype(np.uint8)
+    if f < 1:
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        shrunk = cv2.resize(small * 255, size, interpolation=cv2.INTER_AREA)
+        small = (shrunk > 64).astype(np.uint8)
+    sh, sw = small.shape
+    if min(sh, sw) < 8:
+        return mask
+    # A slant of a row over the run is tolerated: the mask is thickened across the line first.
+    found = []
+    for axis, n in ((1, sw), (0, sh)):
+        grow = np.ones((3, 1) if axis == 1 else (1, 3), np.uint8)
+        run = (max(3, int(LINE_SPAN * n)), 1) if axis == 1 else (1, max(3, int(LINE_SPAN * n)))
+        opened = cv2.morphologyEx(
+            cv2.dilate(small, grow), cv2.MORPH_OPEN, np.ones(run[::-1], np.uint8)
+        )
+        found.append(np.asarray(opened, np.uint8) & small)
+    lines_small = found[0] | found[1]
+    if not lines_small.any():
+        return mask
+    lines = lines_small.astype(bool)
+    if f < 1:
+        lines = cv2.resize(lines_small * 255, (w, h), interpolation=cv2.INTER_LINEAR) > 0
+    lines &= faint
+    lines = cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & faint
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(lines.astype(np.uint8), connectivity=8)
+    x, y, bw, bh, area = (stats[:, i] for i in range(5))
+    # Rules and grids run across the frame; a printed box is a hollow frame around the digit.
+    # A digit's own stroke (a 1 that fills a small photo) is neither, and stays.
+    across = (bw >= LINE_FRAME * w) | (bh >= LINE_FRAME * h)
+    across[0] = False
+    horizontal = across & (bw >= bh)
+    # Ruled paper shows two rules or more; one stroke across a tight crop (a 2's base, a 7's
+    # bar, a 4's stem) is the digit's own, and goes only when it touches nothing else.
+    rules = (horizontal & (horizontal.sum() >= 2)) | (
+        across & ~horizontal & ((across & ~horizontal).sum() >= 2)
+    )
+    box = (bw >= 0.5 * w) & (bh >= 0.5 * h) & (area < 0.3 * bw * bh)
+    box[0] = False
+    for k in np.nonzero(box)[0]:
+        box[k] = framed(labels[y[k] : y[k] + bh[k], x[k] : x[k] + bw[k]] == k)
+    candidate = across | box
+    if not candidate.any():
+        return mask
+    rest = mask & ~candidate[labels]
+    if rest.sum() < 0.02 * mask.sum():
+        return mask  # the lines are all there is
+    ys, xs = np.nonzero(mask & ~(rules | box)[labels])
+    ry0, ry1, rx0, rx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    margin = LINE_OVERHANG * max(ry1 - ry0, rx1 - rx0)
+    near_rest = cv2.dilate(rest.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    drop = np.zeros(n, bool)
+    for k in np.nonzero(candidate)[0]:
+        piece = labels[y[k] : y[k] + bh[k], x[k] : x[k] + bw[k]] == k
+        touches = (piece & near_rest[y[k] : y[k] + bh[k], x[k] : x[k] + bw[k]]).any()
+        holds = x[k] <= rx0 + margin and x[k] + bw[k] >= rx1 - margin
+        holds &= y[k] <= ry0 + margin and y[k] + bh[k] >= ry1 - margin
+        # Rules go (the strokes they cross are bridged below); a box or a grid when it holds
+        # the digit; a single line across when it touches nothing else.
+        drop[k] = not touches or bool(rules[k]) or (bool(box[k]) and holds)
+    if not drop.any():
+        return mask
+    gone = drop[labels]
+    out = mask & ~gone
+    # Bridge strokes across a dropped line: a closing across it (up to 9 px: a rule 1-3 px
+    # wide, grown by 1 px on each side by the dilation above), kept inside the line only.
+    for kernel in (np.ones((9, 1), np.uint8), np.ones((1, 9), np.uint8)):
+        closed = cv2.morphologyEx(out.astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
+        out |= closed & gone & mask
+    return out
+
+
+def framed(piece: np.ndarray, t: int = 3) -> bool:
+    """A rectangle's outline (a printed box, a grid): ink along three of the four sides of its
+    bounding box, 80 % of each at least (one may be cut off by the photo). A 4's stem and bar
+    make a hollow piece as large, but touch its sides at points."""
+    sides = (piece[:t].any(0), piece[-t:].any(0), piece[:, :t].any(1), piece[:, -t:].any(1))
+    return sum(float(side.mean()) >= 0.8 for side in sides) >= 3
+
+
+def select_digit(mask: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
+    """The digit's pixels among the mask's connected pieces, or None if there is none.
+
+    The main piece is the one with the most ink that is not a paper edge (a piece running along
+    the image border: a table or the page's shadow in a photo). Strokes near the group join it,
+    one after another (a 5's flag, a pen lifted mid-stroke, a faint pencil line broken into
+    dashes): pieces with at least ``JOIN_MASS`` of the main piece's ink, at most ``JOIN_GAP``
+    of the group's size away. Dots do not join: a piece no longer than ``DOT`` stroke widths
+    of the main piece is a speck of dust, whatever its ink (beside a thin pen's digit a speck
+    can outweigh a stroke).
+    """
+    if not mask.any():
+        return None
+    p = Pieces.of(mask, ink)
+    if len(p) == 1:
+        return mask.astype(bool)
+    candidates = np.nonzero(~p.edge_like() & (p.area >= 2))[0]
+    if len(candidates) == 0:
+        candidates = np.arange(len(p))
+    main = int(candidates[np.argmax(p.mass[candidates])])
+    bx0, by0, bx1, by1 = p.x0[main], p.y0[main], p.x1[main], p.y1[main]
+    length = np.maximum(p.x1 - p.x0, p.y1 - p.y0)
+    joinable = p.mass >= JOIN_MASS * p.mass[main]
+    if joinable.sum() > 1:
+        joinable &= length > DOT * stroke_width(p.labels[by0:by1, bx0:bx1] == main + 1)
+    chosen = {main}
+    todo = [int(k) for k in candidates if joinable[k] and k != main]
+    changed = True
+    while changed and todo:
+        changed = False
+        gap = JOIN_GAP * max(bx1 - bx0, by1 - by0)
+        for k in list(todo):
+            dx = max(bx0 - p.x1[k], p.x0[k] - bx1, 0)
+            dy = max(by0 - p.y1[k], p.y0[k] - by1, 0)
+            if max(dx, dy) <= gap:
+                chosen.add(k)
+                todo.remove(k)
+                bx0, by0 = min(bx0, p.x0[k]), min(by0, p.y0[k])
+                bx1, by1 = max(bx1, p.x1[k]), max(by1, p.y1[k])
+                changed = True
+    keep = np.zeros(len(p) + 1, bool)
+    keep[np.array(sorted(chosen)) + 1] = True
+    return keep[p.labels]
+
+
+def stroke_width(digit: np.ndarray) -> float:
+    """Mean stroke width in px: 2 x ink area / boundary length (a stroke has two sides)."""
+    b = (digit > 0.5).astype(np.uint8)
+    if not b.any():
+        return 0.0
+    cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
+    inner = np.asarray(cv2.erode(np.pad(b, 1), cross), np.uint8)[1:-1, 1:-1]
+    boundary = int(b.sum()) - int((b & inner).sum())
+    return 2.0 * float(b.sum()) / boundary if boundary else 0.0
