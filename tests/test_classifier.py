@@ -42,7 +42,8 @@ def test_a_prediction_prints_as_one_short_line(clf, tiny_arrays):
     (_, _), (x, _) = tiny_arrays
     pred = clf.predict(x[0])
     text = repr(pred)
-    assert text == f"Prediction(label={pred.label}, p={pred.top[0][1]:.3f})"
+    note = f", not_digit={pred.not_digit!r}" if pred.not_digit else ""
+    assert text == f"Prediction(label={pred.label}, p={pred.top[0][1]:.3f}{note})"
     assert str(pred) == text and "\n" not in text
     blank = clf.predict(np.zeros((28, 28), np.uint8))
     assert repr(blank).endswith("not_digit='blank: no ink found')")

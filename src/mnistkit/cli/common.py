@@ -39,7 +39,8 @@ def common_options() -> argparse.ArgumentParser:
     p.add_argument(
         "--cache-dir",
         default=argparse.SUPPRESS,
-        help="data cache; default $MNISTKIT_CACHE or ~/.cache/mnistkit (XDG-aware)",
+        help="cache of data sets and the default model; default $MNISTKIT_CACHE or "
+        "~/.cache/mnistkit (XDG-aware)",
     )
     p.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
                    help="print results only, no progress")  # fmt: skip
