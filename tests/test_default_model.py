@@ -127,10 +127,15 @@ def test_cli_predict_image_without_a_run_directory(trainings, tiny_registered, t
 def test_cli_serve_without_a_run_directory(monkeypatch, trainings, tiny_registered, tmp_path,
                                            capsys):  # fmt: skip
     pytest.importorskip("fastapi")
-    import uvicorn
+    from mnistkit.serve import server
 
     served = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+
+    def run(app, sock, **kw):  # the app that would be served, without serving it
+        served.append(app)
+        sock.close()
+
+    monkeypatch.setattr(server, "run", run)
     opts = ["--cache-dir", str(tmp_path / "cache"), "--data-dir", str(tiny_registered)]
     assert main(["serve", "--port", "0", *opts]) == 0
     served[0].state.batcher.close()
