@@ -365,3 +365,14 @@ def test_values_spanning_the_float64_range_scale_without_overflow():
         out = scale_values(a)
     np.testing.assert_allclose(out, [[0.0, 0.5], [1.0, 0.75]], atol=1e-6)
     check_output(preprocess(a).image)
+
+
+@pytest.mark.parametrize("width,height,pen", [(400, 600, 1), (800, 1200, 4), (200, 300, 2)])
+def test_a_pen_thinner_than_the_shrink_is_not_a_blank_page(width, height, pen):
+    """A clean "1" two-thirds of the page high, drawn with a pen thinner than the factor the
+    digit is shrunk by on its way to the 80 px box, is found, not called blank."""
+    page = np.full((height, width), 250, np.uint8)
+    page[height // 6 : height * 5 // 6, width // 2 : width // 2 + pen] = 0
+    res = preprocess(page)
+    assert not res.blank and res.image.max() == 1.0
+    assert res.image[:, 14].sum() > res.image[:, 8].sum()  # a vertical stroke in the middle
