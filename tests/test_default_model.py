@@ -141,3 +141,18 @@ def test_cli_serve_without_a_run_directory(monkeypatch, trainings, tiny_register
     served[0].state.batcher.close()
     assert len(trainings) == 1
     assert f"serving {default_run_dir(tmp_path / 'cache')} (fast" in capsys.readouterr().err
+
+
+def test_the_onnx_backend_exports_the_default_model_once(trainings, tiny_registered, tmp_path,
+                                                         tiny_arrays):  # fmt: skip
+    pytest.importorskip("onnxruntime")
+    opts = {"cache_dir": tmp_path / "cache", "data_dir": tiny_registered, "quiet": True}
+    onnx = mnistkit.load(backend="onnx", **opts)
+    path = default_run_dir(tmp_path / "cache") / "model.onnx"
+    assert path.is_file() and len(trainings) == 1
+    (_, _), (x, _) = tiny_arrays
+    np.testing.assert_allclose(onnx.predict_arrays(x), mnistkit.load(**opts).predict_arrays(x),
+                               atol=1e-5)  # fmt: skip
+    stamp = path.stat().st_mtime_ns
+    mnistkit.load(backend="onnx", **opts)
+    assert path.stat().st_mtime_ns == stamp and len(trainings) == 1

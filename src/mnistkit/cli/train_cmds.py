@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def calibration_text(temperature: float, ece_before: float, ece_after: float) -> str:
     """The calibration's effect, as ``train`` and ``evaluate`` print it."""
     if temperature == 1.0:
-        return f"none (T = 1: no held-out images)  test ECE {pct(ece_before)}"
+        return f"none (T = 1)  test ECE {pct(ece_before)}"
     return f"T = {temperature:.3g}  test ECE {pct(ece_before)} before, {pct(ece_after)} after"
 
 
