@@ -214,3 +214,15 @@ def test_cli_subprocess_has_no_traceback(run, tmp_path):
     assert out.returncode == 2
     assert "Traceback" not in out.stderr + out.stdout
     assert "bad.jpg" in out.stdout
+
+
+def test_cli_images_may_follow_options(run, folder, capsys):
+    """`predict RUN --backend onnx IMAGE ...`, as the Makefile's demo writes it: the images after
+    an option are still the command's images; an unknown option is still a usage error."""
+    images = sorted(str(p) for p in Path(folder).iterdir() if p.suffix in (".png", ".jpg"))[:3]
+    assert main(["predict", str(run), "--json", images[0], *images[1:]]) in (0, 2)
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in rows] == images
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(run), "--json", images[0], "--no-such-option"])
+    assert e.value.code == 2

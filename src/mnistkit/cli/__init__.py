@@ -43,7 +43,17 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `predict RUN --backend onnx IMAGE ...`: argparse ends a positional list at the first
+    # option, so the images after it come back unparsed; they are the list's continuation.
+    if (
+        extra
+        and isinstance(getattr(args, "inputs", None), list)
+        and not any(e.startswith("-") and e != "-" for e in extra)
+    ):
+        args.inputs += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler: Handler = args.handler
     try:
         return handler(args)
