@@ -11,8 +11,8 @@
 Probabilities are calibrated: both backends divide the logits by the run's temperature
 (``calibration``; the exported ONNX graph includes the division).
 
-The onnx backend imports neither torch nor :mod:`mnistkit.rundir` (which does): a deployment
-needs numpy, Pillow and onnxruntime only.
+The onnx backend never imports torch (:mod:`mnistkit.rundir` reads the run without it): a
+deployment needs numpy, Pillow, OpenCV (preprocessing) and onnxruntime.
 """
 
 from __future__ import annotations
