@@ -32,8 +32,8 @@ import torch
 from mnistkit import load_data
 from mnistkit.bench.train import format_machine, machine_info
 from mnistkit.recipes import get_recipe
-from mnistkit.training.loop import Split, predict_logits, to_split
 from mnistkit.training.runner import train
+from mnistkit.training.step import Split, predict_logits, to_split
 
 MODEL_KEYS = {"widths", "tta", "depth", "dropout", "stem", "stem_kernel", "members"}
 

@@ -28,8 +28,9 @@ from mnistkit.models import create_model  # noqa: E402
 from mnistkit.recipes import Recipe  # noqa: E402
 from mnistkit.training import distributed
 from mnistkit.training import loop as engine  # noqa: E402
-from mnistkit.training.loop import Split, fit  # noqa: E402
+from mnistkit.training.loop import Hooks, Trainer  # noqa: E402
 from mnistkit.training.optim import create_optimizer  # noqa: E402
+from mnistkit.training.step import Split, to_split  # noqa: E402
 
 # No batch norm (on the CPU each rank normalises by its own slice, see mnistkit.training.distributed):
 # a conv net in channels-last with label smoothing, and an MLP with an L1 penalty.
@@ -58,16 +59,15 @@ def train(recipe: Recipe, split: Split, parallel: bool) -> list[dict[str, torch.
     def keep(get_model: Callable[[], torch.nn.Module], step: int, seconds: float) -> None:
         steps.append({k: v.clone() for k, v in get_model().state_dict().items()})
 
-    fit(model, opt, recipe, split, None, epochs=recipe.epochs, batch_size=recipe.batch_size,
-        lr=recipe.lr, generator=torch.Generator().manual_seed(0), quiet=True, probe=keep,
-        parallel=dp)  # fmt: skip
+    trainer = Trainer(model, opt, recipe, torch.Generator().manual_seed(0), parallel=dp)
+    trainer.fit(split, None, Hooks(probe=keep))
     return steps
 
 
 def step_check(out: str) -> None:
     distributed.setup(torch.device("cpu"), 37)
     (x, y), _ = make_arrays(n_train=100, n_test=1)
-    split = engine.to_split(
+    split = to_split(
         torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y).long(), torch.device("cpu")
     )
     verdicts = {}

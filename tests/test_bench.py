@@ -17,9 +17,10 @@ from mnistkit.bench.train import TargetProbe, bench_train, format_train
 from mnistkit.cli import main
 from mnistkit.models import create_model
 from mnistkit.recipes import get_recipe
-from mnistkit.training.loop import fit, steps_per_epoch, to_split
+from mnistkit.training.loop import Hooks, Trainer
 from mnistkit.training.optim import create_optimizer
 from mnistkit.training.speed import StepExtras
+from mnistkit.training.step import steps_per_epoch, to_split
 
 
 def test_bench_train_records_the_first_crossing(tiny_registered, tmp_path, capsys):
@@ -61,7 +62,7 @@ def test_the_probe_copies_the_ema_model_only_when_it_evaluates(monkeypatch):
     cpu = torch.device("cpu")
     train = to_split(torch.from_numpy(xtr).unsqueeze(1), torch.from_numpy(ytr).long(), cpu)
     test = to_split(torch.from_numpy(xte).unsqueeze(1), torch.from_numpy(yte).long(), cpu)
-    recipe = replace(get_recipe("seed-dense512"), ema=0.9, batch_size=32)
+    recipe = replace(get_recipe("seed-dense512"), ema=0.9, batch_size=32, epochs=1)
     copies = []
     original = StepExtras.eval_model
     monkeypatch.setattr(StepExtras, "eval_model",
@@ -70,8 +71,9 @@ def test_the_probe_copies_the_ema_model_only_when_it_evaluates(monkeypatch):
     model = create_model(recipe.model)
     opt = create_optimizer(recipe.optimizer, model.parameters(), recipe.lr)
     probe = TargetProbe(test, target=1.01, every=3)
-    fit(model, opt, recipe, train, None, epochs=1, batch_size=32, lr=recipe.lr,
-        generator=torch.Generator().manual_seed(0), quiet=True, probe=probe)  # fmt: skip
+    Trainer(model, opt, recipe, torch.Generator().manual_seed(0)).fit(
+        train, None, Hooks(probe=probe)
+    )
     steps = steps_per_epoch(len(train), 32)
     assert steps == 7 and probe.evaluations == 2  # steps 3 and 6
     assert len(copies) == probe.evaluations

@@ -19,8 +19,8 @@ from mnistkit.infer.predict import Classifier
 from mnistkit.metrics import calibration
 from mnistkit.recipes import get_recipe
 from mnistkit.training.evaluate import evaluate_run
-from mnistkit.training.loop import predict_logits
 from mnistkit.training.runner import train
+from mnistkit.training.step import predict_logits
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

@@ -12,10 +12,11 @@ import torch
 
 from mnistkit.models import TTANet, create_model
 from mnistkit.recipes import RECIPES, get_recipe
-from mnistkit.training.loop import evaluate, fit, to_split
+from mnistkit.training.loop import Hooks, Trainer
 from mnistkit.training.optim import create_optimizer
 from mnistkit.training.runner import train
 from mnistkit.training.speed import resolve_precision
+from mnistkit.training.step import evaluate, to_split
 
 
 @pytest.mark.mnist
@@ -48,13 +49,13 @@ def test_best_machinery_learns_real_digits(mnist):
                                  **recipe.optimizer_kwargs)  # fmt: skip
     last_iterate: dict[str, torch.Tensor] = {}
 
-    def remember(epoch, history):  # the weights before the EMA replaces them
-        last_iterate.update({k: v.clone() for k, v in model.state_dict().items()})
+    class Remember:  # the weights before the EMA replaces them
+        def save(self, epoch, history):
+            last_iterate.update({k: v.clone() for k, v in model.state_dict().items()})
 
-    history = fit(model, optimizer, recipe, train_split, test_split, epochs=2,
-                  batch_size=recipe.batch_size, lr=recipe.lr,
-                  generator=torch.Generator().manual_seed(0), on_epoch_end=remember,
-                  quiet=True)  # fmt: skip
+    trainer = Trainer(model, optimizer, replace(recipe, epochs=2),
+                      torch.Generator().manual_seed(0))  # fmt: skip
+    history = trainer.fit(train_split, test_split, Hooks(checkpoint=Remember()))
     assert history[1]["train_loss"] < history[0]["train_loss"]
     accuracy = evaluate(model, test_split)["accuracy"]
     assert accuracy > 0.9, accuracy

@@ -15,9 +15,10 @@ from mnistkit.errors import MnistkitError, TrainingDiverged
 from mnistkit.models import create_model
 from mnistkit.recipes import RECIPES, get_recipe, seed_recipes
 from mnistkit.training import loop as engine
-from mnistkit.training.loop import Progress, lr_at, train_step
+from mnistkit.training.loop import Progress
 from mnistkit.training.optim import create_optimizer
 from mnistkit.training.runner import train
+from mnistkit.training.step import lr_at, train_step
 
 
 def tiny(recipe="seed-dense512", **kw):

@@ -303,7 +303,7 @@ class Members(nn.ModuleList):
     """Independent nets side by side: an ensemble that trains and ships as one model.
 
     In training mode the output stacks every member's logits, ``(members * N, 10)``, so the
-    loss (``training.loop.train_step`` repeats the labels ``Net.members`` times to match) is
+    loss (``training.step.train_step`` repeats the labels ``Net.members`` times to match) is
     the mean of the members' own losses: no gradient crosses from one member to another and
     each learns as if alone, from its own initial weights. In eval mode the output is the
     mean of the members' logits, ``(N, 10)``: what ``evaluate``, ``predict``, ``serve`` and

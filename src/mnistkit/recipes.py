@@ -31,7 +31,7 @@ from typing import Any
 
 from mnistkit.errors import MnistkitError
 
-SCHEDULES = ("constant", "onecycle")  # see training.loop.lr_at
+SCHEDULES = ("constant", "onecycle")  # see training.step.lr_at
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Recipe:
     epochs: int
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
-    # Learning rate over the run, see loop.lr_at: "constant" (the seeds), or "onecycle" (linear
+    # Learning rate over the run, see step.lr_at: "constant" (the seeds), or "onecycle" (linear
     # up for schedule_kwargs["warmup_epochs"], then linear to 0).
     schedule: str = "constant"
     schedule_kwargs: dict[str, float] = field(default_factory=dict)

@@ -25,7 +25,7 @@ import torch
 
 from mnistkit import data
 from mnistkit.fileio import write_json_atomic
-from mnistkit.training.loop import EVAL_BATCH, evaluate, steps_per_epoch, to_split
+from mnistkit.training.step import EVAL_BATCH, evaluate, steps_per_epoch, to_split
 
 Log = Callable[[str], None]
 
@@ -79,7 +79,7 @@ class TargetProbe:
     """Evaluates the model every ``every`` steps until its test accuracy first reaches
     ``target``; records the fit seconds and step at which it did.
 
-    Called by :func:`mnistkit.training.loop.fit` as ``probe(get_model, step, fit_seconds)``; the
+    Called by :class:`mnistkit.training.loop.Trainer` as ``probe(get_model, step, fit_seconds)``; the
     model (a copy holding the EMA weights, for recipes with one) is asked for only on the
     steps it evaluates.
     """

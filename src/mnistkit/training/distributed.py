@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mnistkit.errors import MnistkitError
-from mnistkit.training.loop import EVAL_BATCH
+from mnistkit.training.step import EVAL_BATCH
 
 DEFAULT_TIMEOUT_S = 600  # longest wait for another rank; override with $MNISTKIT_DIST_TIMEOUT
 
@@ -174,7 +174,7 @@ def _weighted_allreduce(state, bucket):
 
 
 class DataParallel:
-    """A model under DistributedDataParallel, and what :func:`mnistkit.training.loop.fit` asks of it.
+    """A model under DistributedDataParallel, and what :class:`mnistkit.training.loop.Trainer` asks of it.
 
     Args:
         ctx: from :func:`setup`.
@@ -227,18 +227,18 @@ class DataParallel:
     def evaluate(
         self, model: nn.Module, split: Any, batch_size: int = EVAL_BATCH
     ) -> dict[str, Any]:
-        """:func:`mnistkit.training.loop.evaluate` with each rank taking a contiguous part of the
+        """:func:`mnistkit.training.step.evaluate` with each rank taking a contiguous part of the
         split: the same dict, on every rank."""
-        from mnistkit.training.loop import logit_scores
+        from mnistkit.training.step import logit_scores
 
         return logit_scores(self.logits(model, split.x, batch_size), split.y)
 
     def logits(
         self, model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH
     ) -> torch.Tensor:
-        """:func:`mnistkit.training.loop.predict_logits` with each rank taking a contiguous part of
+        """:func:`mnistkit.training.step.predict_logits` with each rank taking a contiguous part of
         ``x``: all the logits (N, 10), on every rank."""
-        from mnistkit.training.loop import predict_logits
+        from mnistkit.training.step import predict_logits
 
         self.broadcast_state(model)
         n, ranks = len(x), self.ctx.world_size

@@ -12,8 +12,8 @@ from mnistkit import data
 from mnistkit import rundir as runs
 from mnistkit.calibration import fit_temperature, temperature_of
 from mnistkit.training import distributed
-from mnistkit.training.loop import Split, logit_scores, predict_logits, to_split
 from mnistkit.training.spec import resolve_device
+from mnistkit.training.step import Split, logit_scores, predict_logits, to_split
 
 
 def final_metrics(model: torch.nn.Module, train: Split, val: Split | None,

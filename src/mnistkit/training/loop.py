@@ -1,10 +1,9 @@
-"""The training engine: a pure ``train_step``, ``evaluate``, and the epoch loop ``fit``.
+"""The epoch loop: a :class:`Trainer` holds what trains and calls its caller's :class:`Hooks`.
 
-The data set lives in memory as one float32 tensor (MNIST's 60,000 images are 188 MB); an
-epoch indexes a fresh permutation into it, batch by batch, with no DataLoader and no worker
-processes. Figures are accumulated as tensors and read (``.item()``) once per epoch, or every
+Figures are accumulated as tensors and read (``.item()``) once per epoch, or every
 ``REFRESH_STEPS`` steps when a progress bar is drawn, so the loop adds almost nothing per step
-to what the model itself costs.
+to what the model itself costs. Each epoch indexes a fresh permutation into the in-memory
+:class:`~mnistkit.training.step.Split`, batch by batch, with no DataLoader and no workers.
 
 The orchestration (data, run directory, resume) is :func:`mnistkit.training.runner.train`. (This
 module is not called ``train.py``: importing a submodule ``mnistkit.train`` would rebind the
@@ -13,42 +12,30 @@ name ``mnistkit.train``, the public function, to the module.)
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mnistkit.errors import TrainingDiverged
 from mnistkit.recipes import Recipe
-from mnistkit.training.speed import StepExtras, autocast
+from mnistkit.training.speed import StepExtras
+from mnistkit.training.step import Split, evaluate, l1_params, lr_at, steps_per_epoch, train_step
 
 if TYPE_CHECKING:
     from mnistkit.training.distributed import DataParallel
 
-# Images per forward pass when evaluating (speed and memory, not maths): 256 keeps the
-# activations in the CPU's caches; 2000 made evaluation 2.4x slower on the 2-core AVX2 CPU.
-EVAL_BATCH = 256
 REFRESH_STEPS = 25  # how often a terminal progress bar reads the running loss (a sync point)
 # How often one process checks that its running loss is finite (a sync point too, so not every
 # step); under DDP the ranks check the summed loss at the end of each epoch, all at once.
 FINITE_CHECK_STEPS = 25
 
-
-@dataclass
-class Split:
-    """Images as float32 (N, 1, 28, 28) in [0, 1] and labels int64 (N,), on one device."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.y)
+History = list[dict[str, Any]]  # one row per finished epoch: rundir.HISTORY_COLUMNS
+Probe = Callable[[Callable[[], nn.Module], int, float], None]
 
 
 @dataclass
@@ -76,128 +63,10 @@ class Position:
         return cls(epoch, step, perm, tensors["epoch.loss_sum"], tensors["epoch.correct"], seconds)
 
 
-def to_split(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> Split:
-    """uint8 images -> float32 / 255 once, on ``device``: every seed scaled pixels to [0, 1]."""
-    return Split(x.to(device).float().div_(255.0), y.to(device))
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Steps in one epoch over ``n`` images: the last, smaller batch is kept (Keras)."""
-    return math.ceil(n / batch_size)
-
-
-def lr_at(recipe: Recipe, step: int, steps_per_epoch: int, total_steps: int, lr: float) -> float:
-    """The learning rate for optimizer step ``step`` (from 0) under the recipe's schedule.
-
-    Args:
-        recipe: gives ``schedule`` (``"constant"`` or ``"onecycle"``) and ``schedule_kwargs``
-            (``warmup_epochs``).
-        step: the global step about to be taken.
-        steps_per_epoch: steps in one epoch.
-        total_steps: steps in the whole run.
-        lr: the peak rate.
-
-    Returns:
-        The rate for this step.
-    """
-    if recipe.schedule == "constant":
-        return lr
-    if recipe.schedule != "onecycle":
-        raise ValueError(f"unknown schedule {recipe.schedule!r}")
-    warmup = int(recipe.schedule_kwargs.get("warmup_epochs", 0) * steps_per_epoch)
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    frac = (step - warmup) / max(1, total_steps - warmup)  # 0 -> 1 after warm-up
-    return lr * (1 - frac)
-
-
-def l1_params(model: nn.Module) -> list[torch.Tensor]:
-    named = dict(model.named_parameters())
-    return [named[n] for n in getattr(model, "l1_weights", [])]
-
-
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    l1: float = 0.0,
-    l1_weights: list[torch.Tensor] | None = None,
-    label_smoothing: float = 0.0,
-    precision: str = "",
-    members: int = 1,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on one batch.
-
-    Args:
-        model: in training mode.
-        optimizer: over the model's parameters.
-        x: images (B, 1, 28, 28) float32 in [0, 1].
-        y: labels (B,) int64.
-        l1: Keras's ``regularizers.l1``: ``l1 * sum|w|`` over ``l1_weights`` joins the loss.
-        l1_weights: the kernels it applies to.
-        label_smoothing: as ``F.cross_entropy`` takes it.
-        precision: ``"bf16"`` runs the forward pass under bfloat16 autocast (see
-            :func:`mnistkit.training.speed.autocast`); ``""`` keeps float32.
-        members: how many nets' logits the model stacks in training (``models.Net.members``,
-            a committee): each is scored against ``y``, the loss is the mean of their losses
-            and the answer the mean of their logits.
-
-    Returns:
-        ``(loss, correct)`` as 0-d tensors, not synchronised: the batch's mean objective
-        (cross-entropy plus penalty, what Keras's fit log shows) and its count of right answers.
-    """
-    with autocast(precision, x.device):
-        logits = model(x).float()  # the loss in float32, whatever the forward ran in
-    if logits.shape[0] != members * len(y):
-        raise ValueError(f"{logits.shape[0]} rows of logits for {len(y)} labels: the model "
-                         f"stacks {members} member(s)' logits, (members * B, 10)")  # fmt: skip
-    targets = y.repeat(members) if members > 1 else y  # (members * B,)
-    loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-    if l1 and l1_weights:
-        loss = loss + l1 * sum(w.abs().sum() for w in l1_weights)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    answers = logits.detach().reshape(members, len(y), -1).mean(0).argmax(1)
-    return loss.detach(), (answers == y).sum()
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Logits (N, 10) of the model in eval mode, in batches of ``batch_size``."""
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    finally:
-        model.train(was_training)
-
-
-def evaluate(model: nn.Module, split: Split, batch_size: int = EVAL_BATCH) -> dict[str, Any]:
-    """Mean cross-entropy and accuracy of the model (eval mode: no dropout) on a split.
-
-    Returns:
-        ``{"loss": float, "accuracy": float, "predictions": int64 tensor (N,) on the CPU}``.
-        The loss is the plain cross-entropy, without any L1 penalty.
-    """
-    return logit_scores(predict_logits(model, split.x, batch_size), split.y)
-
-
-def logit_scores(logits: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """:func:`evaluate`'s dict from logits (N, 10) and labels (N,)."""
-    pred = logits.argmax(1)
-    return {
-        "loss": F.cross_entropy(logits, y).item(),
-        "accuracy": (pred == y).float().mean().item(),
-        "predictions": pred.cpu(),
-    }
-
-
 class Progress:
     """Keras-like progress: a tqdm bar per epoch on a terminal, else one line per epoch."""
 
-    def __init__(self, epochs: int, steps: int, quiet: bool, stream: Any = None):
+    def __init__(self, epochs: int, steps: int, quiet: bool = False, stream: Any = None):
         self.epochs, self.steps, self.quiet = epochs, steps, quiet
         self.stream = stream or sys.stderr
         self.bar: Any = None
@@ -235,141 +104,175 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
                                f"(by step {step})")  # fmt: skip
 
 
-def fit(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    recipe: Recipe,
-    train: Split,
-    val: Split | None,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    generator: torch.Generator,
-    start_epoch: int = 0,
-    history: list[dict[str, Any]] | None = None,
-    on_epoch_end: Callable[[int, list[dict[str, Any]]], None] | None = None,
-    quiet: bool = False,
-    probe: Callable[[Callable[[], nn.Module], int, float], None] | None = None,
-    parallel: DataParallel | None = None,
-    extras: StepExtras | None = None,
-    position: Position | None = None,
-    stop: Callable[[], bool] | None = None,
-    on_stop: Callable[[Position, list[dict[str, Any]]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Train for epochs ``start_epoch + 1 .. epochs``; shuffles every epoch as Keras's fit does.
+class Checkpoint(Protocol):
+    """Where :meth:`Trainer.fit` leaves its state (:class:`mnistkit.training.resume.Checkpointer`)."""
 
-    Args:
-        model, optimizer, recipe: what to train and how (schedule, L1, smoothing, layout).
-        train, val: the data; ``val`` may be None.
-        epochs: the last epoch to run (a resumed run passes its start in ``start_epoch``).
-        batch_size: examples per step; the last, smaller batch of an epoch is kept (Keras).
-        lr: the peak learning rate.
-        generator: the shuffling RNG (its state is part of a checkpoint).
-        history: rows of the epochs already run, extended in place.
-        on_epoch_end: called with (epoch, history) after each epoch: the checkpoint hook.
-        quiet: no progress output.
+    def save(self, epoch: int, history: History) -> None: ...
+
+    def save_position(self, position: Position, history: History) -> None: ...
+
+
+@dataclass
+class Hooks:
+    """What :meth:`Trainer.fit` tells its caller, and asks it, as training goes.
+
+    Attributes:
+        progress: bars or lines for a person; None is silent.
+        checkpoint: ``save(epoch, history)`` after each epoch, and ``save_position(position,
+            history)`` where ``stop`` ended an epoch early.
         probe: called after every step as ``probe(get_model, global_step, fit_seconds)`` (the
             benchmark's time-to-accuracy probe); ``get_model()`` returns the model as it would
-            be saved now (with the EMA weights: a copy, so made only when the probe asks).
-            The probe's own time is left out of ``seconds``.
-        parallel: under torchrun, the model's DDP wrapper: each rank trains on its slice of
-            every global batch of ``batch_size`` and figures are summed over ranks.
-        extras: the recipe's EMA and augmentation; given by a caller that checkpoints the
-            EMA, else made here.
-        position: continue epoch ``start_epoch + 1`` from here (a mid-epoch checkpoint)
-            instead of drawing a new permutation.
-        stop: asked before every step; when it answers True, ``on_stop`` gets the position
-            and fit returns early, the EMA not yet applied (Ctrl-C: see ``interrupt``).
-        on_stop: the mid-epoch checkpoint hook.
-
-    Returns:
-        The history: one dict per epoch with ``runs.HISTORY_COLUMNS``.
-
-    Raises:
-        TrainingDiverged: the running loss became NaN or infinite (checked every
-            FINITE_CHECK_STEPS steps, and at each epoch's end before ``on_epoch_end``).
-            ``history`` then holds the epochs finished before.
+            be saved now (with the EMA weights: a copy, so made only when the probe asks). The
+            probe's own time is left out of the fit's seconds.
+        stop: asked before every step; True ends the fit there, the EMA not yet applied (Ctrl-C:
+            see :mod:`mnistkit.training.interrupt`).
     """
-    history = [] if history is None else history
-    n, steps = len(train), steps_per_epoch(len(train), batch_size)
-    fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    weights = l1_params(model) if recipe.l1 else None
-    members = getattr(model, "members", 1)  # models.Net says; any other module is one net
-    progress = Progress(epochs, steps, quiet)
-    extras = extras or StepExtras(model, recipe, generator)
-    fit_seconds = sum(row["seconds"] for row in history)
-    net = model if parallel is None else parallel.net  # trains the same parameters
-    score = evaluate if parallel is None else parallel.evaluate
-    for epoch in range(start_epoch + 1, epochs + 1):
+
+    progress: Progress | None = None
+    checkpoint: Checkpoint | None = None
+    probe: Probe | None = None
+    stop: Callable[[], bool] | None = None
+
+
+class Trainer:
+    """A model, its optimizer and the recipe that trains them (epochs, batch size, rate,
+    schedule, L1, smoothing, layout, precision, EMA, augmentation).
+
+    Args:
+        model, optimizer, recipe: what to train and how; ``recipe.batch_size`` examples per
+            step (the last, smaller batch of an epoch is kept, as Keras does), peak rate
+            ``recipe.lr``, up to epoch ``recipe.epochs``.
+        generator: the shuffling RNG (its state is part of a checkpoint).
+        parallel: under torchrun, the model's DDP wrapper: each rank trains on its slice of
+            every global batch and figures are summed over ranks.
+        extras: the recipe's EMA and augmentation; given by a caller that checkpoints the EMA,
+            else made here.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe,
+                 generator: torch.Generator, *, parallel: DataParallel | None = None,
+                 extras: StepExtras | None = None):  # fmt: skip
+        self.model, self.optimizer, self.recipe, self.generator = (
+            model,
+            optimizer,
+            recipe,
+            generator,
+        )
+        self.parallel = parallel
+        self.extras = extras or StepExtras(model, recipe, generator)
+        self.net = model if parallel is None else parallel.net  # trains the same parameters
+        self.members = getattr(model, "members", 1)  # models.Net says; any other module is one net
+        self.l1_weights = l1_params(model) if recipe.l1 else None
+        self.layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
+
+    def fit(self, train: Split, val: Split | None, hooks: Hooks | None = None, *,
+            start_epoch: int = 0, history: History | None = None,
+            position: Position | None = None) -> History:  # fmt: skip
+        """Train epochs ``start_epoch + 1 .. recipe.epochs``, shuffling each as Keras's fit does.
+
+        Args:
+            train, val: the data; ``val`` may be None.
+            hooks: see :class:`Hooks`.
+            start_epoch, history: the epochs a resumed run already has (``history`` is
+                extended in place).
+            position: continue epoch ``start_epoch + 1`` from here (a mid-epoch checkpoint)
+                instead of drawing a new permutation.
+
+        Returns:
+            The history, one row per epoch; short of ``recipe.epochs`` rows when ``hooks.stop``
+            ended it.
+
+        Raises:
+            TrainingDiverged: the running loss became NaN or infinite (checked every
+                FINITE_CHECK_STEPS steps, and at each epoch's end before its checkpoint).
+                ``history`` then holds the epochs finished before.
+        """
+        hooks = hooks or Hooks()
+        history = [] if history is None else history
+        fit_seconds = sum(row["seconds"] for row in history)
+        for epoch in range(start_epoch + 1, self.recipe.epochs + 1):
+            at = position if position is not None and position.epoch == epoch else None
+            row = self.epoch(epoch, train, val, hooks, at, fit_seconds, history)
+            if row is None:
+                return history  # stopped, its position saved
+            fit_seconds += row["seconds"]
+            history.append(row)
+            if hooks.progress is not None:
+                hooks.progress.end(epoch, row)
+            if hooks.checkpoint is not None:
+                hooks.checkpoint.save(epoch, history)
+        # After the last checkpoint, which keeps the raw weights and the EMA apart so that a run
+        # killed before it wrote its model.safetensors can be resumed and finished.
+        self.extras.finish(self.model)  # e.g. the EMA weights become the model's
+        return history
+
+    def epoch(self, epoch: int, train: Split, val: Split | None, hooks: Hooks,
+              at: Position | None, fit_seconds: float, history: History
+              ) -> dict[str, Any] | None:  # fmt: skip
+        """Run one epoch (from ``at`` when given) and return its history row, or None when
+        ``hooks.stop`` stopped it (its position then went to ``hooks.checkpoint``)."""
+        rec, model, extras = self.recipe, self.model, self.extras
+        bs, dev = rec.batch_size, train.x.device
+        steps = steps_per_epoch(len(train), bs)
+        progress = hooks.progress or Progress(rec.epochs, steps, quiet=True)
         t0 = time.perf_counter()
         model.train()
         progress.start(epoch)
-        dev = train.x.device
-        if position is not None and position.epoch == epoch:  # as it stood when interrupted
-            t0 -= position.seconds
-            perm, first = position.perm.to(dev), position.step
-            loss_sum, correct = position.loss_sum.to(dev), position.correct.to(dev)
+        if at is not None:  # as it stood when interrupted
+            t0 -= at.seconds
+            perm, first = at.perm.to(dev), at.step
+            loss_sum, correct = at.loss_sum.to(dev), at.correct.to(dev)
             progress.step(first)
         else:
-            perm, first = torch.randperm(len(train), generator=generator).to(dev), 0
+            perm, first = torch.randperm(len(train), generator=self.generator).to(dev), 0
             loss_sum = torch.zeros((), device=dev)
             correct = torch.zeros((), dtype=torch.long, device=dev)
-        seen = first * batch_size  # examples this process trained on this epoch
+        seen = first * bs  # examples this process trained on this epoch
         for s in range(first, steps):
-            if stop is not None and stop():  # steps 0..s-1 done: the RNGs stand before step s
-                if on_stop is not None:
+            if hooks.stop is not None and hooks.stop():  # steps 0..s-1 done: RNGs before step s
+                if hooks.checkpoint is not None:
                     seconds = round(time.perf_counter() - t0, 3)
-                    on_stop(Position(epoch, s, perm, loss_sum, correct, seconds), history)
-                return history
-            if recipe.schedule != "constant":
-                rate = lr_at(recipe, (epoch - 1) * steps + s, steps, epochs * steps, lr)
-                for g in optimizer.param_groups:
+                    hooks.checkpoint.save_position(
+                        Position(epoch, s, perm, loss_sum, correct, seconds), history
+                    )
+                return None
+            if rec.schedule != "constant":
+                rate = lr_at(rec, (epoch - 1) * steps + s, steps, rec.epochs * steps, rec.lr)
+                for g in self.optimizer.param_groups:
                     g["lr"] = rate
-            idx = perm[s * batch_size : (s + 1) * batch_size]
+            idx = perm[s * bs : (s + 1) * bs]
             batch: tuple[torch.Tensor, torch.Tensor] | None
             batch = extras.augment(train.x.index_select(0, idx)), train.y[idx]
-            if parallel is not None and (batch := parallel.shard(*batch)) is None:
+            if self.parallel is not None and (batch := self.parallel.shard(*batch)) is None:
                 continue  # fewer examples than ranks: every rank skips it
-            xb, yb = batch[0].contiguous(memory_format=fmt), batch[1]
-            loss, right = train_step(net, optimizer, xb, yb, recipe.l1, weights,
-                                     recipe.label_smoothing, recipe.precision, members)  # fmt: skip
+            xb, yb = batch[0].contiguous(memory_format=self.layout), batch[1]
+            loss, right = train_step(self.net, self.optimizer, xb, yb, rec.l1, self.l1_weights,
+                                     rec.label_smoothing, rec.precision, self.members)  # fmt: skip
             extras.after_step(model)
             loss_sum += loss * len(yb)
             correct += right
             seen += len(yb)
             if progress.bar is not None and (s + 1) % REFRESH_STEPS == 0:
                 progress.step(REFRESH_STEPS, loss_sum.item() / seen, correct.item() / seen)
-            if parallel is None and (s + 1) % FINITE_CHECK_STEPS == 0:
+            if self.parallel is None and (s + 1) % FINITE_CHECK_STEPS == 0:
                 _check_finite(loss_sum, epoch, s + 1)
-            if probe is not None:  # timed out of the fit: t0 moves forward by its duration
+            if hooks.probe is not None:  # timed out of the fit: t0 moves forward by its duration
                 t_probe = time.perf_counter()
-                probe(lambda: extras.eval_model(model), (epoch - 1) * steps + s + 1,
-                      fit_seconds + t_probe - t0)  # fmt: skip
+                hooks.probe(lambda: extras.eval_model(model), (epoch - 1) * steps + s + 1,
+                            fit_seconds + t_probe - t0)  # fmt: skip
                 t0 += time.perf_counter() - t_probe
         if progress.bar is not None:
             progress.step(steps % REFRESH_STEPS)
-        if parallel is not None:
-            loss_sum, correct = parallel.sum(loss_sum), parallel.sum(correct)
+        if self.parallel is not None:
+            loss_sum, correct = self.parallel.sum(loss_sum), self.parallel.sum(correct)
         _check_finite(loss_sum, epoch, steps)  # before the epoch's checkpoint, which it spares
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": loss_sum.item() / n,
-            "train_accuracy": correct.item() / n,
-            "val_loss": None,
-            "val_accuracy": None,
-            "lr": optimizer.param_groups[0]["lr"],
-        }
+        n = len(train)
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum.item() / n,
+                               "train_accuracy": correct.item() / n, "val_loss": None,
+                               "val_accuracy": None, "lr": self.optimizer.param_groups[0]["lr"]}  # fmt: skip
         if val is not None and len(val):
+            score = evaluate if self.parallel is None else self.parallel.evaluate
             v = score(extras.eval_model(model), val)
             row["val_loss"], row["val_accuracy"] = v["loss"], v["accuracy"]
         row["seconds"] = round(time.perf_counter() - t0, 3)
-        fit_seconds += row["seconds"]
-        history.append(row)
-        progress.end(epoch, row)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, history)
-    # After the last checkpoint, which keeps the raw weights and the EMA apart so that a run
-    # killed before it wrote its model.safetensors can be resumed and finished.
-    extras.finish(model)  # e.g. the EMA weights become the model's
-    return history
+        return row

@@ -71,7 +71,7 @@ class Checkpointer:
         save_checkpoint(self.out, self.model, self.optimizer, tensors, state)
 
     def save_position(self, position: Position, history: list[dict[str, Any]]) -> None:
-        """``fit``'s ``on_stop`` hook."""
+        """Where ``Hooks.stop`` ended an epoch early."""
         self.save(position.epoch - 1, history, position)
 
     def restore(self, file_config: dict[str, Any], n: int, steps: int

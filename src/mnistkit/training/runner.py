@@ -8,7 +8,7 @@ after the last, the writing process (rank 0 under torchrun) holds the folder's l
 (``rundir.hold``): a second training into it is refused, not interleaved.
 
 A loss that becomes NaN or infinite raises :class:`~mnistkit.errors.TrainingDiverged` at
-once, before another checkpoint is written (``loop.fit``); the CLI exits 1.
+once, before another checkpoint is written (``loop.Trainer``); the CLI exits 1.
 
 Ctrl-C or SIGTERM: the step under way finishes, a mid-epoch checkpoint is written and
 :class:`~mnistkit.errors.TrainingInterrupted` is raised (``interrupt``); the CLI says how to
@@ -40,11 +40,12 @@ from mnistkit.recipes import Recipe
 from mnistkit.training import distributed
 from mnistkit.training.evaluate import final_metrics
 from mnistkit.training.interrupt import StopOnSignal
-from mnistkit.training.loop import Split, fit, steps_per_epoch, to_split
+from mnistkit.training.loop import Hooks, Progress, Trainer
 from mnistkit.training.optim import create_optimizer
 from mnistkit.training.resume import Checkpointer, check_room
 from mnistkit.training.spec import TrainSpec, check_empty, resolve, resolve_device
 from mnistkit.training.speed import StepExtras
+from mnistkit.training.step import Split, steps_per_epoch, to_split
 
 __all__ = ["Run", "resolve_device", "train"]
 
@@ -114,7 +115,7 @@ def train(
         quiet: no progress output.
         resume: a run directory with a checkpoint: continue it where it stopped.
         overwrite: allow ``out`` to be a non-empty folder.
-        probe: passed to :func:`mnistkit.training.loop.fit` (the benchmark's accuracy probe).
+        probe: see :class:`mnistkit.training.loop.Hooks` (the benchmark's accuracy probe).
         data_parallel: under torchrun (``WORLD_SIZE`` > 1), train this one run on all ranks
             (:mod:`mnistkit.training.distributed`); False trains independently in each process. Only
             rank 0 prints and writes ``out``; ``batch_size`` is the global batch.
@@ -173,21 +174,17 @@ def train(
             runs.write_config(out, config)
         parallel = distributed.DataParallel(ctx, model) if ctx else None
 
-        def checkpoint(epoch: int, hist: list[dict[str, Any]]) -> None:
-            if main:
-                ckpt.save(epoch, hist)
-
         # Signals stop between steps with a checkpoint; torchrun ranks keep the default handlers,
         # since every rank would have to stop at the same step.
         with StopOnSignal(out, enabled=parallel is None) as stop:
             with stop.deferred():
                 try:
-                    history = fit(model, optimizer, rec, splits.train, splits.val,
-                                  epochs=rec.epochs, batch_size=rec.batch_size, lr=rec.lr,
-                                  generator=gen, start_epoch=start_epoch, history=history,
-                                  on_epoch_end=checkpoint, quiet=quiet, probe=probe,
-                                  parallel=parallel, extras=extras, position=position, stop=stop,
-                                  on_stop=ckpt.save_position)  # fmt: skip
+                    progress = Progress(rec.epochs, steps_per_epoch(splits.n_fit, rec.batch_size),
+                                        quiet)  # fmt: skip
+                    hooks = Hooks(progress, ckpt if main else None, probe, stop)
+                    trainer = Trainer(model, optimizer, rec, gen, parallel=parallel, extras=extras)
+                    history = trainer.fit(splits.train, splits.val, hooks, start_epoch=start_epoch,
+                                          history=history, position=position)  # fmt: skip
                 except TrainingDiverged as e:
                     raise TrainingDiverged(_diverged(e, out, rec.lr, history)) from None
             stop.check()  # a signal during the last step: the final checkpoint is on disk

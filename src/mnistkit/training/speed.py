@@ -115,7 +115,7 @@ class EMA:
 
 
 class StepExtras:
-    """What a recipe adds around each training step, for :func:`mnistkit.training.loop.fit`.
+    """What a recipe adds around each training step, for :class:`mnistkit.training.loop.Trainer`.
 
     Before the step, batch augmentation (``recipe.augment``, see :mod:`mnistkit.training.augment`);
     after it, the weight EMA (``recipe.ema``). With neither, every method is a no-op, so the
