@@ -35,22 +35,23 @@ import cv2
 import numpy as np
 
 from mnistkit.infer.images import MAX_BYTES, MAX_PIXELS, ImageSource, array_to_float, load_array
+from mnistkit.infer.paper import (
+    MIN_CONTRAST,
+    estimate_paper,
+    ink_direction,
+    ink_signal,
+    projected_surface,
+)
 from mnistkit.infer.pieces import drop_lines, edge_bands, select_digit, stroke_width
 
 # Working sizes, px. A JPEG is decoded at a reduced scale down to DECODE px (a 12 MP photo as
 # 1000 x 750: a digit a tenth of the page high is still 75 px); detection runs on the image
 # shrunk by the whole factor that brings it nearest WORK px (a 1000 px image at 500 px, in a
-# quarter of the time); a digit under BOX px there is cut from the decoded image instead. The paper is estimated on GRID px; the digit is brought
-# to BOX px high, 4x the final 20, for the stroke work.
+# quarter of the time); a digit under BOX px there is cut from the decoded image instead. The
+# digit is brought to BOX px high, 4x the final 20, for the stroke work.
 DECODE = 1000
 WORK = 512
-GRID = 128
 BOX = 80
-# The closing that takes strokes out of the paper is this fraction of the grid's short side
-# wide: a fat marker's stroke in a tight crop is a quarter of the digit's height.
-PAPER_KERNEL = 0.4
-# Ink must differ from the paper by this fraction of full scale (a pencil on a photo ~0.2).
-MIN_CONTRAST = 0.06
 # Stroke width at BOX scale, measured with the same estimator on the 10,000 MNIST test digits
 # (benchmarks/handwriting.py --calibrate): 10th percentile, median, 90th percentile.
 STROKE_P10, STROKE_MEDIAN, STROKE_P90 = 7.4, 10.0, 14.0
@@ -105,154 +106,9 @@ def preprocess(
     return mnist_style(pixels)
 
 
-@dataclass
-class Paper:
-    """The paper under the ink, and which way the ink goes.
-
-    ``surface`` is the paper on a small grid (``grid``: the image shrunk to it), or one value
-    (a flat canvas; ``grid`` is then None).
-    """
-
-    surface: np.ndarray | float | np.floating  # (h, w) or (h, w, C) float32, or one colour
-    sign: float  # +1: ink lighter than paper (chalk, a canvas); -1: darker (pen on paper)
-    grid: np.ndarray | None = None
-
-
 def channels(pixels: np.ndarray) -> np.ndarray:
     """(H, W, 1) -> (H, W): OpenCV keeps a single channel as 2-D."""
     return pixels[..., 0] if pixels.shape[2] == 1 else pixels
-
-
-def grey_of(img: np.ndarray) -> np.ndarray:
-    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-
-
-def estimate_paper(work: np.ndarray) -> Paper:
-    """The paper of ``work`` ((H, W) or (H, W, C) float32), whatever share the ink covers."""
-    grey = grey_of(work)
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    paper = float(np.median(border))
-    if (np.abs(border - paper) <= 2 / 255).mean() >= 0.95:
-        # A flat border (a drawing app's canvas, a scan): the paper is that value; the ink is
-        # whatever differs from it, taken together.
-        sign = 1.0 if float(grey.mean()) > paper else -1.0
-        flat = np.median(np.concatenate([work[0], work[-1]]), axis=0)
-        return Paper(flat.astype(np.float32) if work.ndim == 3 else float(flat), sign)
-    h, w = grey.shape
-    f = min(1.0, GRID / max(h, w))
-    size = (max(1, round(w * f)), max(1, round(h * f)))
-    small = cv2.resize(work, size, interpolation=cv2.INTER_AREA)
-    # Morphology on noise is biased by its extremes (an opening sits 2-3 sigma under the
-    # paper: on small noisy photos the whole page came out as ink). The area average above
-    # tames the noise of a large image; a small one is averaged here instead.
-    if f > 0.25:
-        small = cv2.blur(small, (3, 3))
-    # Wider than a stroke across a long, narrow crop too (a 1 cropped tight).
-    k = max(3, int(max(PAPER_KERNEL * min(small.shape[:2]), 0.25 * max(small.shape[:2]))) | 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
-    sign = polarity(grey)
-    # In ink-up units (u = sign * pixels) the strokes are narrow bright features: an opening
-    # wider than any stroke takes them out. It keeps the paper's light and shadows (wider than
-    # k) but overshoots a slope near the frame's edge by up to the slope times k/2 (a light
-    # gradient across a photo: 0.07, as much as a pencil's contrast), so the smooth part of the
-    # light is fitted first (a quadratic, on the pixels the opening calls paper) and the
-    # opening works on what is left.
-    u = sign * small
-    near = u - cv2.morphologyEx(u, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE)
-    near = near if near.ndim == 2 else near.max(axis=2)
-    trend = fit_quadratic(u, near < max(0.05, 0.5 * float(np.percentile(near, 99))))
-    rest = u - trend
-    surface = trend + cv2.morphologyEx(
-        rest, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE
-    )
-    return Paper(sign * surface, sign, small)
-
-
-def ink_signal(
-    img: np.ndarray, paper: Paper, direction, surface, signed: bool = False
-) -> np.ndarray:
-    """Ink minus paper along the ink's colour, ink positive, negatives cut unless ``signed``:
-    (H, W) float32. ``surface`` is the paper projected on ``direction`` (one channel), at
-    ``img``'s size or one value."""
-    proj = img if direction is None else cv2.transform(img, direction[None, :].astype(np.float32))
-    diff = (paper.sign * (proj - surface)).astype(np.float32)
-    return diff if signed else np.maximum(diff, 0.0)
-
-
-def projected_surface(paper: Paper, direction, size: tuple[int, int]):
-    """The paper along the ink's colour, at ``size`` (w, h) or one value for a flat canvas."""
-    surf = paper.surface
-    if direction is not None:
-        surf = np.asarray(surf, np.float32) @ direction.astype(np.float32)
-    if isinstance(surf, np.ndarray) and surf.ndim == 2:
-        return cv2.resize(surf, size, interpolation=cv2.INTER_LINEAR)
-    return float(surf)
-
-
-def polarity(grey: np.ndarray) -> float:
-    """+1 when the ink is lighter than the paper, -1 when darker.
-
-    The ink is the tail of the grey levels that reaches further from the median, once the
-    image's tilt (a plane fitted to it: a light gradient) is taken out, when one tail reaches
-    twice as far as the other. Otherwise (the ink is much of the frame, as in a tight crop: the
-    median is in it) the paper is what the border shows, and the ink lies on the median's
-    side of it; with neither, dark ink on light paper. On 60 images of each kind made from
-    training digits, the tail ratio 2 got every polarity right; 1.5 got 6 low-resolution
-    crops wrong, 3 one ballpoint.
-    """
-    step = max(1, int(np.sqrt(grey.size / 16384)))
-    g = grey[::step, ::step]
-    h, w = g.shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    a = np.stack([np.ones(h * w, np.float32), xx.ravel(), yy.ravel()], axis=1)
-    coef = lstsq(a, g.reshape(-1, 1))
-    d = g - (a @ coef).reshape(h, w).astype(np.float32)
-    lo, med, hi = np.percentile(d, [0.2, 50, 99.8])
-    dark, light = med - lo, hi - med
-    if max(dark, light) > 2 * min(dark, light):
-        return 1.0 if light > dark else -1.0
-    med = float(np.median(g))
-    border = float(np.median(np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])))
-    return 1.0 if med - border > 0.05 else -1.0
-
-
-def lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Least squares by the normal equations: a 6x6 solve, not an SVD of thousands of rows."""
-    a64 = a.astype(np.float64)
-    gram = a64.T @ a64 + 1e-9 * np.eye(a.shape[1])
-    return np.linalg.solve(gram, a64.T @ b.astype(np.float64)).astype(np.float32)
-
-
-def fit_quadratic(u: np.ndarray, paper: np.ndarray) -> np.ndarray:
-    """A smooth surface in x, y (per channel) least-squares fitted to ``u`` where ``paper``.
-
-    A quadratic where the paper is most of the frame (a vignette); a plane where it is less
-    (a quadratic fitted to a rim of paper swings wildly inside: a tight crop came out as a
-    filled wedge); the paper's median where it is a quarter or less.
-    """
-    h, w = paper.shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    xx, yy = xx / max(1, w - 1) * 2 - 1, yy / max(1, h - 1) * 2 - 1
-    share = float(paper.mean())
-    n_terms = 6 if share >= 0.6 else 3 if share > 0.25 else 1
-    terms = np.stack([np.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy][:n_terms], axis=-1)
-    flat_u = u.reshape(h * w, -1)
-    sel = paper.ravel()
-    if sel.sum() < 12:
-        sel = np.ones_like(sel)
-    a = terms.reshape(h * w, -1)
-    step = max(1, int(sel.sum()) // 4096)  # a few thousand points fix six coefficients
-    coef = lstsq(a[sel][::step], flat_u[sel][::step])
-    return (a @ coef).reshape(u.shape).astype(np.float32)
-
-
-def ink_direction(resid: np.ndarray, strong: np.ndarray) -> np.ndarray | None:
-    """The ink's colour as a unit vector (``resid``: (N, C) ink minus paper): the mean
-    difference from the paper where it is large. Projecting on it gives ink > 0 for any ink colour and drops noise of the other
-    sign (JPEG halos)."""
-    d = resid[strong].mean(axis=0) if strong.any() else resid.mean(axis=0)
-    n = float(np.linalg.norm(d))
-    return d / n if n > 1e-6 else None
 
 
 def unit(a: np.ndarray) -> np.ndarray:
