@@ -132,8 +132,8 @@ def test_a_second_training_into_a_busy_folder_is_refused(reference, tmp_path):
     for other in done:
         assert other.returncode == 2, other.stderr
         assert other.stderr.strip().splitlines() == [
-            f"mnistkit: error: {str(out)!r} is in use by another mnistkit training; wait for it "
-            f"to end or choose another --out."
+            f"mnistkit: error: {str(out)!r} is in use by another mnistkit process (a training, a "
+            f"report or an export); wait for it to end or choose another --out."
         ]
     assert json.loads(config)["seed"] == 0
     assert_same_run(ref, out)  # the first one's run, whole: the others wrote nothing

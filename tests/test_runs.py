@@ -10,6 +10,7 @@ from safetensors.torch import save as st_save
 
 from mnistkit import rundir as runs
 from mnistkit import sealed
+from mnistkit.cli import main
 from mnistkit.errors import MnistkitError
 from mnistkit.training import resume
 from mnistkit.training.runner import train
@@ -115,9 +116,9 @@ def test_the_lock_file_is_not_part_of_the_run(tiny_registered, tmp_path):
     train("seed-dense512", out=out, **kw)
     assert (out / runs.LOCK).is_file() and runs.read_metrics(out)["epochs"] == 1
     with runs.hold(out):  # as another process training there would
-        with pytest.raises(MnistkitError, match="is in use by another mnistkit training"):
+        with pytest.raises(MnistkitError, match="is in use by another mnistkit process"):
             train("seed-dense512", out=out, overwrite=True, **kw)
-        with pytest.raises(MnistkitError, match="is in use by another mnistkit training"):
+        with pytest.raises(MnistkitError, match="is in use by another mnistkit process"):
             train(resume=out, epochs=2, **{k: v for k, v in kw.items() if k != "epochs"})
     assert runs.read_metrics(out)["epochs"] == 1  # untouched
     train(resume=out, epochs=2, **{k: v for k, v in kw.items() if k != "epochs"})
@@ -155,3 +156,24 @@ def test_a_folder_that_is_no_run(tmp_path):
     assert empty.count_parameters() is None
     with pytest.raises(MnistkitError, match="not a mnistkit run directory"):
         empty.config()
+
+
+def test_report_and_export_wait_for_a_training_that_holds_the_run(tiny_registered, tmp_path,
+                                                                  capsys):  # fmt: skip
+    """`evaluate --report` and `export` write into the run directory: while another process
+    holds it (a training rewriting its weights), each is refused in one line and writes nothing;
+    once it is free, both work."""
+    out = train("seed-dense512", out=tmp_path / "run", epochs=1, dataset="tiny",
+                data_dir=tiny_registered, device="cpu", quiet=True).path  # fmt: skip
+    report = ["evaluate", str(out), "--report", "--data-dir", str(tiny_registered), "--quiet"]
+    capsys.readouterr()
+    with runs.hold(out):
+        for argv in (report, ["export", str(out), "--quiet"]):
+            assert main(argv) == 2
+            assert capsys.readouterr().err.strip().splitlines() == [
+                f"mnistkit: error: {str(out)!r} is in use by another mnistkit process (a "
+                f"training, a report or an export); wait for it to end."
+            ]
+    assert not (out / "report.html").exists() and not (out / "model.onnx").exists()
+    assert main(report) == 0 and (out / "report.html").is_file()
+    assert main(["export", str(out), "--quiet"]) == 0 and (out / "model.onnx").is_file()

@@ -64,8 +64,9 @@ BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
 @contextmanager
-def hold(run_dir: str | os.PathLike[str]) -> Iterator[None]:
-    """Own the run directory while training writes it: a second process is refused at once.
+def hold(run_dir: str | os.PathLike[str], *, training: bool = True) -> Iterator[None]:
+    """Own the run directory while a process writes it (a training, a report, an export): a
+    second process is refused at once. ``training`` words the refusal for ``train --out``.
 
     The lock is an flock on ``LOCK`` (filelock), so the kernel drops it when the process dies,
     even by ``kill -9``. The empty file stays after release, as filelock keeps it on purpose:
@@ -82,10 +83,9 @@ def hold(run_dir: str | os.PathLike[str]) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise MnistkitError(
-            f"{str(run_dir)!r} is in use by another mnistkit training; wait for it to end or "
-            f"choose another --out."
-        ) from None
+        tail = " or choose another --out" if training else ""
+        raise MnistkitError(f"{str(run_dir)!r} is in use by another mnistkit process (a training, "
+                            f"a report or an export); wait for it to end{tail}.") from None  # fmt: skip
     except OSError as e:
         raise WriteError(f"cannot lock the run directory {run_dir} ({e.strerror or e}).") from None
     try:
@@ -324,5 +324,5 @@ class RunDir:
     ) -> tuple[torch.nn.Module, dict[str, Any]]:
         return load_model(self.path, device)
 
-    def hold(self) -> AbstractContextManager[None]:
-        return hold(self.path)
+    def hold(self, *, training: bool = True) -> AbstractContextManager[None]:
+        return hold(self.path, training=training)

@@ -196,7 +196,9 @@ def save_input(folder: Path, name: str, image28: Any) -> Path:
 def cmd_export(args: argparse.Namespace) -> int:
     from mnistkit.infer.export import to_onnx
 
-    res = to_onnx(args.run_dir)
+    rundir.read_config(args.run_dir)  # a missing or damaged run: its own line, before the lock
+    with rundir.hold(args.run_dir, training=False):  # not while a training rewrites the weights
+        res = to_onnx(args.run_dir)
     size = res.path.stat().st_size
     print(f"wrote {res.path} ({size / 1e3:.0f} kB, dynamic batch)")
     print(

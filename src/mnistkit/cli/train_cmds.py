@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mnistkit import rundir as runs
 from mnistkit.errors import MnistkitError, TrainingDiverged, TrainingInterrupted
 
 
@@ -166,8 +167,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report:
         from mnistkit.report import write_report
 
-        write_report(args.run_dir, data_dir=getattr(args, "data_dir", None),
-                     cache_dir=getattr(args, "cache_dir", None))  # fmt: skip
+        with runs.hold(args.run_dir, training=False):  # not while a training rewrites the run
+            write_report(args.run_dir, data_dir=getattr(args, "data_dir", None),
+                         cache_dir=getattr(args, "cache_dir", None))  # fmt: skip
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
