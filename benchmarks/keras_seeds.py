@@ -13,6 +13,7 @@ with the seed's ``fit`` call, and prints test accuracy and the seconds ``fit`` t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -76,6 +77,7 @@ def main() -> int:
     ap.add_argument("cache", type=Path, help="folder with the four raw IDX files")
     ap.add_argument("names", nargs="*", default=["dense512", "mlp-l1", "lenet", "convnet"])
     ap.add_argument("--ours", action="append", default=[], metavar="NAME=SECONDS")
+    ap.add_argument("--json", action="store_true", help="one JSON object per model instead")
     args = ap.parse_args()
     import keras
     import tensorflow as tf
@@ -85,10 +87,12 @@ def main() -> int:
     x_test = read_idx(args.cache / "t10k-images-idx3-ubyte")
     y_test = read_idx(args.cache / "t10k-labels-idx1-ubyte")
     ours = dict(item.split("=") for item in args.ours)
-    print(
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    )
-    print(f"{'seed model':<10}  {'test acc':>8}  {'fit s':>7}  {'mnistkit s':>10}  {'ratio':>6}")
+    versions = f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    if not args.json:
+        print(f"{versions}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+        print(
+            f"{'seed model':<10}  {'test acc':>8}  {'fit s':>7}  {'mnistkit s':>10}  {'ratio':>6}"
+        )
     for name in args.names:
         keras.utils.set_random_seed(0)
         model, optimizer, fit_kw, layout = models(keras)[name]()
@@ -104,6 +108,10 @@ def main() -> int:
         model.fit(shape(x_train), keras.utils.to_categorical(y_train), verbose=0, **fit_kw)
         seconds = time.perf_counter() - t0
         _, acc = model.evaluate(shape(x_test), keras.utils.to_categorical(y_test), verbose=0)
+        if args.json:
+            print(json.dumps({"model": name, "test_accuracy": float(acc), "fit_seconds": seconds,
+                              "versions": versions}), flush=True)  # fmt: skip
+            continue
         mine = float(ours[name]) if name in ours else None
         ratio = f"{seconds / mine:5.1f}x" if mine else "     -"
         print(f"{name:<10}  {100 * acc:7.2f}%  {seconds:7.1f}  {mine or float('nan'):>10.1f}  {ratio}",

@@ -2,7 +2,7 @@
 
 While :class:`StopOnSignal` is active, the first SIGINT or SIGTERM only sets a flag; the
 training loop asks the flag before every step and, when it is set, writes a mid-epoch
-checkpoint and returns (``engine.fit``'s ``stop``). Outside that window (final evaluation,
+checkpoint and returns (:class:`~mnistkit.training.loop.Hooks`' ``stop``). Outside that window (final evaluation,
 writing the run files), or at a second signal, it raises :class:`TrainingInterrupted` at
 once: every file is written atomically, so the run directory still holds a complete
 checkpoint to resume from. The CLI turns the exception into one line and exit status
@@ -24,7 +24,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopOnSignal:
-    """Handlers for SIGINT and SIGTERM while a run trains; also the ``stop`` flag of ``fit``.
+    """Handlers for SIGINT and SIGTERM while a run trains; also the ``stop`` hook of the training loop.
 
     Args:
         run_dir: named in the exception, for the resume hint.
