@@ -105,3 +105,13 @@ def tiny_registered(monkeypatch, tmp_path: Path, tiny_arrays):
 def mnist():
     """Real MNIST, verified: ((x_train, y_train), (x_test, y_test)) uint8 numpy arrays."""
     return data.load("mnist", log=lambda m: None).arrays
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory, mnist):
+    """``fast`` trained once for the session on real MNIST (seed 0, two threads, as the
+    recipe's figures are measured): the recipe's claims are checked on this one run."""
+    from mnistkit.training.runner import train
+
+    out = tmp_path_factory.mktemp("fast") / "run"
+    return train("fast", out=out, seed=0, device="cpu", threads=2, quiet=True)

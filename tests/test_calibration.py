@@ -219,9 +219,9 @@ def test_the_report_shows_the_ece_before_and_after(tiny_run, tiny_arrays, tmp_pa
 
 @pytest.mark.mnist
 @pytest.mark.slow
-def test_fast_is_calibrated_on_the_mnist_test_split(tmp_path):
+def test_fast_is_calibrated_on_the_mnist_test_split(fast_run):
     """The issue's target, on real MNIST: ECE <= 1.5 % on test, from 11.7 % uncalibrated."""
-    run = train("fast", out=tmp_path / "fast", quiet=True, device="cpu")
+    run = fast_run
     assert run.metrics["test_ece"] <= 0.015
     assert run.metrics["test_ece_uncalibrated"] > 0.05  # label smoothing: underconfident
     assert run.metrics["test_accuracy"] >= 0.985

@@ -14,18 +14,16 @@ from mnistkit.models import TTANet, create_model
 from mnistkit.recipes import RECIPES, get_recipe
 from mnistkit.training.loop import Hooks, Trainer
 from mnistkit.training.optim import create_optimizer
-from mnistkit.training.runner import train
 from mnistkit.training.speed import resolve_precision
 from mnistkit.training.step import evaluate, to_split
 
 
 @pytest.mark.mnist
 @pytest.mark.slow
-def test_fast_reaches_99_percent(tmp_path, mnist):
+def test_fast_reaches_99_percent(fast_run):
     """The recipe's promise, on the full data set (one epoch, seed 0, two threads)."""
-    run = train("fast", out=tmp_path / "fast", seed=0, device="cpu", threads=2, quiet=True)
-    assert run.metrics["test_accuracy"] >= 0.99, run.metrics
-    assert run.metrics["epochs"] == 1
+    assert fast_run.metrics["test_accuracy"] >= 0.99, fast_run.metrics
+    assert fast_run.metrics["epochs"] == 1
 
 
 @pytest.mark.mnist
