@@ -167,8 +167,12 @@ def _check_images(n: int) -> tuple[np.ndarray, str]:
         return rng.random((min(n, 256), 28, 28), dtype=np.float32), "random images"
 
 
-def onnx_session(path: str | Path):  # -> onnxruntime.InferenceSession
-    """An onnxruntime session on the CPU; a friendly error when onnxruntime is missing."""
+def onnx_session(path: str | Path, threads: int | None = None):  # -> ort.InferenceSession
+    """An onnxruntime session on the CPU; a friendly error when onnxruntime is missing.
+
+    ``threads``: intra-op threads (default: onnxruntime's, one per physical core); a server's
+    worker processes take their share of the cores each.
+    """
     try:
         import onnxruntime as ort
     except ImportError:
@@ -177,6 +181,8 @@ def onnx_session(path: str | Path):  # -> onnxruntime.InferenceSession
         ) from None
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors only: no warnings about unused initializers
+    if threads is not None:
+        opts.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types

@@ -16,6 +16,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import AsyncIterator, Sequence
@@ -107,7 +108,9 @@ def create_app(
 
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model_info, "batching": batcher.stats()}
+        # pid: which worker answered (`--workers`); batching counts are this worker's.
+        return {"status": "ok", "model": model_info, "batching": batcher.stats(),
+                "pid": os.getpid()}  # fmt: skip
 
     @app.post("/api/predict")
     async def predict(request: Request) -> Response:

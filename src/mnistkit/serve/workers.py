@@ -1,0 +1,223 @@
+"""``mnistkit serve --workers N``: N processes answering on one socket, each with its own model.
+
+One process serves HTTP, decodes, preprocesses and batches under one GIL: on the 2-core EPYC it
+answered 280x280 canvas PNGs at about half the rate two workers reach (benchmarks/RESULTS.md,
+2026-12-06). Here the parent binds the socket (:func:`mnistkit.serve.server.bind`) and starts N
+workers; each loads the model once, builds the app and accepts connections on the shared socket,
+so the kernel hands each new connection to a worker that is free to accept it. The parent only
+supervises: a worker that dies is replaced (one log line), Ctrl-C or SIGTERM stops them all.
+
+Workers are spawned (a fresh interpreter), not forked: a fork of a process whose OpenMP or
+onnxruntime thread pools have started can deadlock in the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from mnistkit.errors import MnistkitError
+
+log = logging.getLogger("mnistkit.serve")
+
+STOP_TIMEOUT_S = 10.0  # a worker finishing its requests after SIGTERM, then it is killed
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What one server process needs to build and run the service (picklable: the workers
+    get it from the parent).
+
+    Attributes:
+        run_dir: the run directory (the default model's is resolved in the parent first).
+        backend: "torch" or "onnx".
+        threads: inference threads of this process (torch or onnxruntime, and OpenCV's);
+            None leaves the libraries' defaults.
+        max_bytes, max_pixels, timeout, max_batch, allowed_hosts: :func:`create_app`'s.
+        max_connections: open connections per process beyond which uvicorn answers 503.
+        quiet: warnings only, no access log.
+    """
+
+    run_dir: str | None
+    backend: str
+    threads: int | None
+    max_bytes: int
+    max_pixels: int
+    timeout: float
+    max_batch: int
+    max_connections: int
+    allowed_hosts: tuple[str, ...] | None
+    quiet: bool
+    cache_dir: str | None = None
+    data_dir: str | None = None
+
+
+def setup_logging(quiet: bool, workers: int) -> None:
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if workers > 1:  # whose line is it
+        fmt = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format=fmt)
+
+
+def build_app(settings: ServeSettings) -> tuple[Any, dict[str, Any]]:
+    """The service for ``settings`` and its model's info (recipe, accuracy, backend...).
+
+    Raises:
+        MnistkitError: the run cannot be loaded with this backend.
+    """
+    from mnistkit.infer.predict import Classifier
+    from mnistkit.serve import create_app
+
+    if settings.threads is not None:
+        import cv2
+
+        cv2.setNumThreads(settings.threads)
+    clf = Classifier.load(
+        settings.run_dir, backend=settings.backend, max_bytes=settings.max_bytes,
+        max_pixels=settings.max_pixels, cache_dir=settings.cache_dir,
+        data_dir=settings.data_dir, quiet=settings.quiet, threads=settings.threads,
+    )  # fmt: skip
+    app = create_app(
+        clf,
+        max_bytes=settings.max_bytes,
+        max_pixels=settings.max_pixels,
+        timeout_s=settings.timeout,
+        max_batch=settings.max_batch,
+        allowed_hosts=settings.allowed_hosts,
+    )
+    return app, clf.info
+
+
+def run_app(app: Any, sock: socket.socket, settings: ServeSettings) -> None:
+    from mnistkit.serve import server
+
+    server.run(app, sock, head_timeout=settings.timeout,
+               max_connections=settings.max_connections, quiet=settings.quiet)  # fmt: skip
+
+
+def _worker(sock: socket.socket, settings: ServeSettings, workers: int, conn: Connection) -> None:
+    """A worker process: load, say "ready" (or the error) to the parent, serve until stopped."""
+    setup_logging(settings.quiet, workers)
+    try:
+        app, info = build_app(settings)
+    except MnistkitError as e:
+        conn.send(("error", str(e)))
+        return
+    conn.send(("ready", info))
+    conn.close()
+    run_app(app, sock, settings)
+
+
+class Supervisor:
+    """Starts ``workers`` processes on ``sock`` and keeps that many running."""
+
+    def __init__(self, sock: socket.socket, settings: ServeSettings, workers: int):
+        self.sock = sock
+        self.settings = settings
+        self.workers = workers
+        self.procs: list[BaseProcess] = []
+        self._ctx = mp.get_context("spawn")
+
+    def start_one(self) -> tuple[BaseProcess, dict[str, Any]]:
+        """Start a worker and wait until it has loaded the model.
+
+        Raises:
+            MnistkitError: it could not load the model, or died before it was ready.
+        """
+        receive, send = self._ctx.Pipe(duplex=False)
+        proc = self._ctx.Process(
+            target=_worker, args=(self.sock, self.settings, self.workers, send),
+            name="mnistkit-serve-worker",
+        )  # fmt: skip
+        proc.start()
+        send.close()  # ours: recv() sees EOF when the worker dies without a word
+        self.procs.append(proc)
+        try:
+            kind, payload = receive.recv()
+        except EOFError:
+            proc.join(5)
+            raise MnistkitError(
+                f"a server worker exited ({_how(proc.exitcode)}) before it was ready; "
+                "see the log above."
+            ) from None
+        finally:
+            receive.close()
+        if kind == "error":
+            raise MnistkitError(payload)
+        return proc, payload
+
+    def run(self, on_ready: Any = None) -> None:
+        """Serve until Ctrl-C or SIGTERM; ``on_ready(info)`` once every worker is up.
+
+        Raises:
+            MnistkitError: a worker could not load the model (the others are stopped).
+        """
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            info: dict[str, Any] = {}
+            for _ in range(self.workers):
+                info = self.start_one()[1]
+            if on_ready is not None:
+                on_ready(info)
+            while True:
+                wait([p.sentinel for p in self.procs])
+                for proc in [p for p in self.procs if p.exitcode is not None]:
+                    self.procs.remove(proc)
+                    log.warning("server worker %d exited (%s); starting another", proc.pid,
+                                _how(proc.exitcode))  # fmt: skip
+                    self.start_one()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.stop()
+
+    def stop(self) -> None:
+        """SIGTERM to every worker (uvicorn finishes the requests under way), then SIGKILL to
+        those still running after ``STOP_TIMEOUT_S``."""
+        for proc in self.procs:
+            if proc.exitcode is None:
+                proc.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
+        self.procs.clear()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _how(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit status {exitcode}"
+
+
+def default_workers() -> int:
+    """The cores this process may run on (its CPU affinity), else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int) -> int:
+    """Inference threads for each of ``workers`` processes so that together they use the
+    cores once: more threads than cores made the workers wait on each other's spinning
+    thread pools."""
+    return max(1, default_workers() // workers)
