@@ -5,8 +5,8 @@ Measured for torch eager (eval mode, ``torch.inference_mode``) and, when ``onnx`
 ``onnxruntime`` are installed, for ONNX Runtime on the CPU. Untrained weights run exactly as
 fast as trained ones, so a model name is enough; a run directory measures that run's model.
 Preprocessing is timed from the encoded bytes (decoding included) on one thread, on images
-drawn here: a 4000x3000 JPEG photo, a 1000x1000 JPEG, the drawing page's 280x280 PNG, a 28x28
-PNG.
+drawn here: a 4000x3000 JPEG photo, a 1000x1000 JPEG, the drawing page's 280x280 PNG (RGBA, as
+the browser exports it), a 28x28 PNG.
 """
 
 from __future__ import annotations
@@ -105,10 +105,12 @@ def preprocess_images() -> dict[str, bytes]:
     canvas = np.zeros((280, 280), np.uint8)
     cv2.putText(canvas, "7", (50, 250), cv2.FONT_HERSHEY_SIMPLEX, 9, 255, 20, cv2.LINE_AA)
     small = cv2.resize(canvas, (28, 28), interpolation=cv2.INTER_AREA)
+    # As the drawing page's canvas.toBlob sends it: RGBA, opaque, white ink on black.
+    rgba = np.dstack([canvas, canvas, canvas, np.full_like(canvas, 255)])
     return {
         "4000x3000 JPEG photo": encode(page(4000, 3000, 600, True), "JPEG"),
         "1000x1000 JPEG": encode(page(1000, 1000, 250, True), "JPEG"),
-        "280x280 canvas PNG": encode(canvas, "PNG"),
+        "280x280 canvas PNG": encode(rgba, "PNG"),
         "28x28 PNG": encode(small, "PNG"),
     }
 
