@@ -169,11 +169,14 @@ def bench_infer(
         preprocess_runs: timed runs of preprocessing per image size (0: not measured).
 
     Returns:
-        ``{"model", "machine", "backends": {name: {"images_per_second":
+        ``{"model", "tta", "machine", "backends": {name: {"images_per_second":
         {batch: ips}, "latency": {"p50_ms", "p99_ms"}} or {"skipped": reason}},
         "preprocess": {image: {"median_ms", "p90_ms", "cpu_median_ms", "bytes", "runs"}}}``.
     """
-    out: dict[str, Any] = {"model": name, "machine": machine_info("cpu"), "backends": {}}
+    # A model with test-time augmentation runs its ``tta`` views inside one forward pass (the
+    # ONNX graph too): an image is one image here, whatever the views it costs.
+    out: dict[str, Any] = {"model": name, "tta": int(getattr(model, "tta", 1)),
+                           "machine": machine_info("cpu"), "backends": {}}  # fmt: skip
     if preprocess_runs > 0:
         out["preprocess"] = bench_preprocess(preprocess_runs)
     for backend in backends:
@@ -197,7 +200,9 @@ def bench_infer(
 def format_infer(result: dict[str, Any]) -> str:
     from mnistkit.bench.train import format_machine
 
-    lines = [f"bench infer: model {result['model']}"]
+    tta = result.get("tta", 1)
+    views = f"; {tta}-view TTA inside the model, counted once per image" if tta > 1 else ""
+    lines = [f"bench infer: model {result['model']} (images/s are images{views})"]
     for backend, r in result["backends"].items():
         if "skipped" in r:
             lines.append(f"{backend:>6}: {r['skipped']}")
