@@ -91,8 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         run_dir=run_dir, backend=backend, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
         timeout=args.timeout, max_batch=args.max_batch, max_connections=args.max_connections,
         allowed_hosts=tuple(hosts) if hosts is not None else None, quiet=quiet,
-        # One process keeps the libraries' own thread counts, as before --workers.
-        threads=threads_per_worker(args.workers) if args.workers > 1 else None,
+        threads=threads_per_worker(args.workers),
     )  # fmt: skip
     port = sock.getsockname()[1]  # --port 0: the one the system chose
 

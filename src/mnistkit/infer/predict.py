@@ -129,7 +129,7 @@ class Classifier:
             cache_dir, data_dir, quiet: for the default model: the cache, where MNIST comes
                 from if not cached, and no progress line.
             threads: CPU threads for inference (torch's, for the whole process, or onnxruntime's
-                intra-op threads); default the library's own choice.
+                intra-op threads, sleeping when idle); default the library's own choice.
 
         Returns:
             A :class:`Classifier`; ``.info`` holds recipe, test_accuracy, model, backend,
