@@ -123,8 +123,8 @@ def test_onnx_serving_answers_what_torch_answers(run):
 
 
 def test_the_backend_defaults_to_onnx_only_where_the_run_has_model_onnx(run, tmp_path, capsys):
-    from mnistkit.cli.serve_cmds import _choose_backend
     from mnistkit.cli import build_parser
+    from mnistkit.cli.serve_cmds import _choose_backend
 
     def choose(run_dir: Path, *options: str) -> str:
         return _choose_backend(build_parser().parse_args(["serve", str(run_dir), *options]))

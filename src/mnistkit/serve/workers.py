@@ -73,10 +73,10 @@ def build_app(settings: ServeSettings) -> tuple[Any, dict[str, Any]]:
     Raises:
         MnistkitError: the run cannot be loaded with this backend.
     """
+    import cv2
+
     from mnistkit.infer.predict import Classifier
     from mnistkit.serve import create_app
-
-    import cv2
 
     # OpenCV on one thread: a request's image is small work, and requests run side by side in
     # the workers. On 2 busy cores, the canvas's connected components took 0.92 ms on two
