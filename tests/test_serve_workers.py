@@ -69,8 +69,13 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_two_workers_both_answer_and_stop_together(run):
+def test_two_workers_both_answer_and_stop_together(run, capsys):
     with running_server(run, "--workers", "2") as url:
+        # Each worker has a socket of its own on the port (SO_REUSEPORT), yet a second server
+        # is refused the port, as it is by a single-process one.
+        port = str(urlsplit(url).port)
+        assert main(["serve", str(run), "--port", port, "--workers", "2", "--quiet"]) == 2
+        assert "already in use" in capsys.readouterr().err
         pids = pids_seen(url, 2)
         assert len(pids) == 2, pids
         for _ in range(10):  # predictions too, whichever worker takes them

@@ -75,7 +75,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         threads_per_worker,
     )
 
-    sock = server.bind(args.host, args.port)  # a port in use: one line, before the model loads
+    # A port in use: one line, before the model loads.
+    if args.workers == 1:
+        socks = [server.bind(args.host, args.port)]
+    else:
+        socks = server.bind_each(args.host, args.port, args.workers)
     quiet = getattr(args, "quiet", False)
     setup_logging(quiet, args.workers)
     backend = _choose_backend(args)
@@ -93,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allowed_hosts=tuple(hosts) if hosts is not None else None, quiet=quiet,
         threads=threads_per_worker(args.workers),
     )  # fmt: skip
-    port = sock.getsockname()[1]  # --port 0: the one the system chose
+    port = socks[0].getsockname()[1]  # --port 0: the one the system chose
 
     def announce(info: dict[str, Any]) -> None:
         acc = info.get("test_accuracy")
@@ -106,9 +110,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         app, info = build_app(settings)
         announce(info)
-        run_app(app, sock, settings)
+        run_app(app, socks[0], settings)
     else:
-        Supervisor(sock, settings, args.workers).run(on_ready=announce)
+        Supervisor(socks, settings).run(on_ready=announce)
     return 0
 
 

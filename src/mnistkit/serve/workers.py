@@ -1,11 +1,10 @@
-"""``mnistkit serve --workers N``: N processes answering on one socket, each with its own model.
+"""``mnistkit serve --workers N``: N processes answering on one port, each with its own model.
 
 One process serves HTTP, decodes, preprocesses and batches under one GIL: on the 2-core EPYC it
 answered 280x280 canvas PNGs at about half the rate two workers reach (benchmarks/RESULTS.md,
-2026-12-06). Here the parent binds the socket (:func:`mnistkit.serve.server.bind`) and starts N
-workers; each loads the model once, builds the app and accepts connections on the shared socket,
-so the kernel hands each new connection to a worker that is free to accept it. The parent only
-supervises: a worker that dies is replaced (one log line), Ctrl-C or SIGTERM stops them all.
+2026-12-06). Here the parent binds N sockets to the port (:func:`mnistkit.serve.server.bind_each`)
+and starts a worker on each; a worker loads the model once, builds the app and serves the
+connections the kernel hands its socket. The parent only supervises: a worker that dies is replaced (one log line), Ctrl-C or SIGTERM stops them all.
 
 Workers are spawned (a fresh interpreter), not forked: a fork of a process whose OpenMP or
 onnxruntime thread pools have started can deadlock in the child.
@@ -119,29 +118,30 @@ def _worker(sock: socket.socket, settings: ServeSettings, workers: int, conn: Co
 
 
 class Supervisor:
-    """Starts ``workers`` processes on ``sock`` and keeps that many running."""
+    """One worker process on each of ``socks`` (:func:`mnistkit.serve.server.bind_each`),
+    kept running: a worker that dies is replaced on its socket."""
 
-    def __init__(self, sock: socket.socket, settings: ServeSettings, workers: int):
-        self.sock = sock
+    def __init__(self, socks: list[socket.socket], settings: ServeSettings):
+        self.socks = socks
         self.settings = settings
-        self.workers = workers
-        self.procs: list[BaseProcess] = []
+        self.procs: dict[int, BaseProcess] = {}  # socket index -> its worker
         self._ctx = mp.get_context("spawn")
 
-    def start_one(self) -> tuple[BaseProcess, dict[str, Any]]:
-        """Start a worker and wait until it has loaded the model.
+    def start_one(self, slot: int) -> dict[str, Any]:
+        """Start the worker of ``socks[slot]`` and wait until it has loaded the model; returns
+        the model's info.
 
         Raises:
             MnistkitError: it could not load the model, or died before it was ready.
         """
         receive, send = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
-            target=_worker, args=(self.sock, self.settings, self.workers, send),
+            target=_worker, args=(self.socks[slot], self.settings, len(self.socks), send),
             name="mnistkit-serve-worker",
         )  # fmt: skip
         proc.start()
         send.close()  # ours: recv() sees EOF when the worker dies without a word
-        self.procs.append(proc)
+        self.procs[slot] = proc
         try:
             kind, payload = receive.recv()
         except EOFError:
@@ -154,7 +154,7 @@ class Supervisor:
             receive.close()
         if kind == "error":
             raise MnistkitError(payload)
-        return proc, payload
+        return dict(payload)
 
     def run(self, on_ready: Any = None) -> None:
         """Serve until Ctrl-C or SIGTERM; ``on_ready(info)`` once every worker is up.
@@ -165,17 +165,17 @@ class Supervisor:
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             info: dict[str, Any] = {}
-            for _ in range(self.workers):
-                info = self.start_one()[1]
+            for slot in range(len(self.socks)):
+                info = self.start_one(slot)
             if on_ready is not None:
                 on_ready(info)
             while True:
-                wait([p.sentinel for p in self.procs])
-                for proc in [p for p in self.procs if p.exitcode is not None]:
-                    self.procs.remove(proc)
-                    log.warning("server worker %d exited (%s); starting another", proc.pid,
-                                _how(proc.exitcode))  # fmt: skip
-                    self.start_one()
+                wait([p.sentinel for p in self.procs.values()])
+                for slot, proc in list(self.procs.items()):
+                    if proc.exitcode is not None:
+                        log.warning("server worker %d exited (%s); starting another", proc.pid,
+                                    _how(proc.exitcode))  # fmt: skip
+                        self.start_one(slot)
         except KeyboardInterrupt:
             pass
         finally:
@@ -185,11 +185,11 @@ class Supervisor:
     def stop(self) -> None:
         """SIGTERM to every worker (uvicorn finishes the requests under way), then SIGKILL to
         those still running after ``STOP_TIMEOUT_S``."""
-        for proc in self.procs:
+        for proc in self.procs.values():
             if proc.exitcode is None:
                 proc.terminate()
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        for proc in self.procs:
+        for proc in self.procs.values():
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.exitcode is None:
                 proc.kill()
