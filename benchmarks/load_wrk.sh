@@ -62,14 +62,34 @@ print('model:', m.get('run_dir'), m.get('recipe'), 'backend', m.get('backend'))"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "wrk: $THREADS thread(s), $CONNECTIONS connections, $DURATION per body after a $WARMUP warm-up"
 
+# CPU seconds the server's processes have used (when this script started it): on a shared
+# machine, CPU time per request says what the server costs whatever else runs.
+server_cpu() {
+  [[ -n $server ]] || { echo 0; return; }
+  local ticks=0 pid f
+  for pid in $server $(pgrep -P "$server" || true); do
+    f=$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null) || continue
+    ticks=$((ticks + ${f% *} + ${f#* }))
+  done
+  echo "$ticks"
+}
+hz=$(getconf CLK_TCK)
+
 declare -A file=([canvas]=canvas.png [digit28]=digit28.png [photo]=photo.jpg)
 declare -A type=([canvas]=image/png [digit28]=image/png [photo]=image/jpeg)
 declare -A what=([canvas]="280x280 canvas PNG" [digit28]="28x28 PNG" [photo]="1000x1000 JPEG photo")
 for body in $BODIES; do
   export WRK_BODY=$work/${file[$body]} WRK_TYPE=${type[$body]}
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s "$here/load_wrk.lua" "$URL/api/predict" >/dev/null
+  cpu0=$(server_cpu)
   result=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 10s -s "$here/load_wrk.lua" \
     "$URL/api/predict" | grep '^RESULT')
+  cpu1=$(server_cpu)
   printf '%-22s %s\n' "${what[$body]}" "${result#RESULT }"
+  if [[ -n $server ]]; then
+    n=$(sed 's/^RESULT requests \([0-9]*\).*/\1/' <<<"$result")
+    awk -v c=$((cpu1 - cpu0)) -v hz="$hz" -v n="$n" 'BEGIN { if (n > 0) printf "%-22s server CPU %.2f ms a request (%.1f CPU s)\n", "", 1000 * c / hz / n, c / hz }'
+  fi
 done
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [[ -n $server && -s $work/serve.log ]]; then echo "server log:"; tail -5 "$work/serve.log"; fi
