@@ -1,10 +1,10 @@
 """``mnistkit serve --workers N``: N processes answering on one port, each with its own model.
 
-One process serves HTTP, decodes, preprocesses and batches under one GIL: on the 2-core EPYC it
-answered 280x280 canvas PNGs at about half the rate two workers reach (benchmarks/RESULTS.md,
-2026-12-06). Here the parent binds N sockets to the port (:func:`mnistkit.serve.server.bind_each`)
-and starts a worker on each; a worker loads the model once, builds the app and serves the
-connections the kernel hands its socket. The parent only supervises: a worker that dies is replaced (one log line), Ctrl-C or SIGTERM stops them all.
+One process serves HTTP, decodes, preprocesses and batches under one GIL: about one core's
+worth of work, however many the machine has. Here the parent binds N sockets to the port
+(:func:`mnistkit.serve.server.bind_each`) and starts a worker on each; a worker loads the model
+once, builds the app and serves the connections the kernel hands its socket. The parent only
+supervises: a worker that dies is replaced (one log line), Ctrl-C or SIGTERM stops them all.
 
 Workers are spawned (a fresh interpreter), not forked: a fork of a process whose OpenMP or
 onnxruntime thread pools have started can deadlock in the child.
@@ -221,7 +221,7 @@ def default_workers() -> int:
 
 
 def threads_per_worker(workers: int) -> int:
-    """Inference threads for each of ``workers`` processes so that together they use the
-    cores once: more threads than cores made the workers wait on each other's spinning
-    thread pools."""
+    """Inference threads for each of ``workers`` processes, so that together they use the
+    cores once: each worker's decoding and preprocessing needs a core too, and threads beyond
+    the cores only wait for them."""
     return max(1, default_workers() // workers)
