@@ -140,6 +140,15 @@ def test_the_backend_defaults_to_onnx_only_where_the_run_has_model_onnx(run, tmp
     bare.mkdir()
     assert choose(bare) == "torch"
     assert "has no model.onnx" in capsys.readouterr().err
+    stale = tmp_path / "stale"  # retrained after its export: other weights
+    stale.mkdir()
+    for name in ("config.json", "metrics.json", "model.onnx"):
+        (stale / name).write_bytes((run / name).read_bytes())
+    weights = bytearray((run / "model.safetensors").read_bytes())
+    weights[-1] ^= 1
+    (stale / "model.safetensors").write_bytes(bytes(weights))
+    assert choose(stale) == "torch"
+    assert "exported from other weights" in capsys.readouterr().err
 
 
 def test_a_worker_that_cannot_load_is_one_line_and_exit_2(run, tmp_path, capsys):

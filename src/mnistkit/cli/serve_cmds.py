@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--backend", choices=["torch", "onnx"],
                    help="inference engine (default onnx when onnxruntime is installed and the "
-                        "run has model.onnx from `mnistkit export`, else torch)")  # fmt: skip
+                        "run has an up-to-date model.onnx from `mnistkit export`, else "
+                        "torch)")  # fmt: skip
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="server processes, each with its own model and batcher (default: the "
                         f"cores this machine gives the process, here {default_workers()})")  # fmt: skip
@@ -126,9 +127,20 @@ def _choose_backend(args: argparse.Namespace) -> str:
         return str(args.backend)
     if importlib.util.find_spec("onnxruntime") is None:
         return "torch"
-    if args.run_dir is not None and not (Path(args.run_dir) / ONNX_FILE).is_file():
+    if args.run_dir is None and importlib.util.find_spec("onnx") is None:
+        return "torch"  # the default model's model.onnx would be exported with it
+    if args.run_dir is None:
+        return "onnx"
+    if not (Path(args.run_dir) / ONNX_FILE).is_file():
         log(args, f"serving with torch: {args.run_dir} has no {ONNX_FILE} "
                   f"(`mnistkit export {args.run_dir}` makes one for ONNX Runtime)")  # fmt: skip
+        return "torch"
+    from mnistkit.infer.predict import Classifier
+
+    try:  # a model.onnx left from other weights (the run retrained since): torch, and say so
+        Classifier.load(args.run_dir, backend="onnx", threads=1)
+    except MnistkitError as e:
+        log(args, f"serving with torch: {e}")
         return "torch"
     return "onnx"
 
