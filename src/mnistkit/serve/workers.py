@@ -12,12 +12,16 @@ onnxruntime thread pools have started can deadlock in the child.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import multiprocessing as mp
 import os
 import signal
 import socket
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -108,6 +112,7 @@ def run_app(app: Any, sock: socket.socket, settings: ServeSettings) -> None:
 
 def _worker(sock: socket.socket, settings: ServeSettings, workers: int, conn: Connection) -> None:
     """A worker process: load, say "ready" (or the error) to the parent, serve until stopped."""
+    _stop_with_parent()
     setup_logging(settings.quiet, workers)
     try:
         app, info = build_app(settings)
@@ -158,7 +163,7 @@ class Supervisor:
             raise MnistkitError(payload)
         return dict(payload)
 
-    def run(self, on_ready: Any = None) -> None:
+    def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
         """Serve until Ctrl-C or SIGTERM; ``on_ready(info)`` once every worker is up.
 
         Raises:
@@ -197,6 +202,15 @@ class Supervisor:
                 proc.kill()
                 proc.join()
         self.procs.clear()
+
+
+def _stop_with_parent() -> None:
+    """SIGTERM to this worker when the supervisor dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG): no orphan keeps answering on the port."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
 
 
 def _interrupt(signum: int, frame: Any) -> None:
