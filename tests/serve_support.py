@@ -42,6 +42,29 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained in a second on synthetic data (``conftest.make_arrays``), with its
+    ``model.onnx``: for tests about processes and backends, where the model's skill is moot."""
+    from conftest import make_arrays, tiny_dataset, write_idx_dir
+
+    from mnistkit import data
+    from mnistkit.infer.export import to_onnx
+    from mnistkit.training.runner import train
+
+    run = tmp_path_factory.getbasetemp() / "serve-tiny"
+    with FileLock(str(run) + ".lock"):
+        if not (run / "model.onnx").exists():
+            arrays = make_arrays()
+            folder = tmp_path_factory.mktemp("tiny-idx")
+            raw = write_idx_dir(folder, arrays)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setitem(data.DATASETS, "tiny", tiny_dataset(raw))
+                train("seed-dense512", out=run, epochs=1, dataset="tiny", data_dir=folder,
+                      device="cpu", quiet=True)  # fmt: skip
+            assert to_onnx(run, check_images=arrays[1][0]).ok
+    return run
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

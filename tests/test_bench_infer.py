@@ -43,3 +43,13 @@ def test_bench_infer_reports_preprocessing_per_image_size():
         create_model("fast-cnn"), name="x", batch_sizes=(1,), min_seconds=0.01,
         latency_calls=3, backends=("torch",), preprocess_runs=0,
     )  # fmt: skip
+
+
+def test_a_model_with_tta_is_counted_once_per_image():
+    result = bench_infer(create_model("fast-cnn", tta=5), name="fast", batch_sizes=(1, 4),
+                         min_seconds=0.01, latency_calls=3, preprocess_runs=0)  # fmt: skip
+    assert result["tta"] == 5
+    assert "5-view TTA inside the model, counted once per image" in format_infer(result)
+    plain = bench_infer(create_model("fast-cnn", tta=1), name="x", batch_sizes=(1,), min_seconds=0.01,
+                        latency_calls=3, backends=("torch",), preprocess_runs=0)  # fmt: skip
+    assert plain["tta"] == 1 and "TTA" not in format_infer(plain)

@@ -5,8 +5,8 @@ Measured for torch eager (eval mode, ``torch.inference_mode``) and, when ``onnx`
 ``onnxruntime`` are installed, for ONNX Runtime on the CPU. Untrained weights run exactly as
 fast as trained ones, so a model name is enough; a run directory measures that run's model.
 Preprocessing is timed from the encoded bytes (decoding included) on one thread, on images
-drawn here: a 4000x3000 JPEG photo, a 1000x1000 JPEG, the drawing page's 280x280 PNG, a 28x28
-PNG.
+drawn here: a 4000x3000 JPEG photo, a 1000x1000 JPEG, the drawing page's 280x280 PNG (RGBA, as
+the browser exports it), a 28x28 PNG.
 """
 
 from __future__ import annotations
@@ -105,23 +105,28 @@ def preprocess_images() -> dict[str, bytes]:
     canvas = np.zeros((280, 280), np.uint8)
     cv2.putText(canvas, "7", (50, 250), cv2.FONT_HERSHEY_SIMPLEX, 9, 255, 20, cv2.LINE_AA)
     small = cv2.resize(canvas, (28, 28), interpolation=cv2.INTER_AREA)
+    # As the drawing page's canvas.toBlob sends it: RGBA, opaque, white ink on black.
+    rgba = np.dstack([canvas, canvas, canvas, np.full_like(canvas, 255)])
     return {
         "4000x3000 JPEG photo": encode(page(4000, 3000, 600, True), "JPEG"),
         "1000x1000 JPEG": encode(page(1000, 1000, 250, True), "JPEG"),
-        "280x280 canvas PNG": encode(canvas, "PNG"),
+        "280x280 canvas PNG": encode(rgba, "PNG"),
         "28x28 PNG": encode(small, "PNG"),
     }
 
 
 def bench_preprocess(runs: int = 20) -> dict[str, dict[str, float]]:
     """Median and 90th percentile ms of ``preprocess`` from encoded bytes (wall clock, and the
-    median CPU time), one OpenCV thread."""
+    median CPU time), one OpenCV thread and freed memory kept, as in ``mnistkit serve``
+    (:mod:`mnistkit.heap`): this process keeps those settings."""
     import cv2
 
+    from mnistkit.heap import keep_freed_memory
     from mnistkit.infer.preprocess import preprocess
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    keep_freed_memory()  # as `mnistkit serve` runs it
     out = {}
     try:
         for name, data in preprocess_images().items():
@@ -167,11 +172,14 @@ def bench_infer(
         preprocess_runs: timed runs of preprocessing per image size (0: not measured).
 
     Returns:
-        ``{"model", "machine", "backends": {name: {"images_per_second":
+        ``{"model", "tta", "machine", "backends": {name: {"images_per_second":
         {batch: ips}, "latency": {"p50_ms", "p99_ms"}} or {"skipped": reason}},
         "preprocess": {image: {"median_ms", "p90_ms", "cpu_median_ms", "bytes", "runs"}}}``.
     """
-    out: dict[str, Any] = {"model": name, "machine": machine_info("cpu"), "backends": {}}
+    # A model with test-time augmentation runs its ``tta`` views inside one forward pass (the
+    # ONNX graph too): an image is one image here, whatever the views it costs.
+    out: dict[str, Any] = {"model": name, "tta": int(getattr(model, "tta", 1)),
+                           "machine": machine_info("cpu"), "backends": {}}  # fmt: skip
     if preprocess_runs > 0:
         out["preprocess"] = bench_preprocess(preprocess_runs)
     for backend in backends:
@@ -195,7 +203,9 @@ def bench_infer(
 def format_infer(result: dict[str, Any]) -> str:
     from mnistkit.bench.train import format_machine
 
-    lines = [f"bench infer: model {result['model']}"]
+    tta = result.get("tta", 1)
+    views = f"; {tta}-view TTA inside the model, counted once per image" if tta > 1 else ""
+    lines = [f"bench infer: model {result['model']} (images/s are images{views})"]
     for backend, r in result["backends"].items():
         if "skipped" in r:
             lines.append(f"{backend:>6}: {r['skipped']}")
@@ -207,7 +217,8 @@ def format_infer(result: dict[str, Any]) -> str:
     for image, r in result.get("preprocess", {}).items():
         lines.append(f"preprocess {image:<20} median {r['median_ms']:7.2f} ms, p90 "
                      f"{r['p90_ms']:7.2f} ms, CPU time median {r['cpu_median_ms']:6.2f} ms  "
-                     f"({r['runs']} runs, 1 thread, decoding included)")  # fmt: skip
+                     f"({r['runs']} runs, 1 thread, decoding included, memory kept "
+                     "as `serve` keeps it)")  # fmt: skip
     lines.append("machine: " + format_machine(result["machine"]))
     return "\n".join(lines)
 

@@ -4,11 +4,13 @@ the default model, trained into the cache on first use)."""
 from __future__ import annotations
 
 import argparse
-import logging
 import math
+from pathlib import Path
+from typing import Any
 
 from mnistkit.cli.common import log
 from mnistkit.errors import MnistkitError
+from mnistkit.serve.workers import default_workers
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -20,8 +22,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")  # fmt: skip
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
-                   help="inference engine (onnx needs `mnistkit export` first)")  # fmt: skip
+    p.add_argument("--backend", choices=["torch", "onnx"],
+                   help="inference engine (default onnx when onnxruntime is installed and the "
+                        "run has an up-to-date model.onnx from `mnistkit export`, else "
+                        "torch)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="server processes, each with its own model and batcher (default: the "
+                        f"cores this machine gives the process, here {default_workers()})")  # fmt: skip
     p.add_argument("--max-bytes", type=int, default=2_000_000,
                    help="largest request body in bytes (default 2000000)")  # fmt: skip
     p.add_argument("--max-pixels", type=int, default=25_000_000,
@@ -32,7 +39,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="most requests answered by one forward pass (default 64)")  # fmt: skip
     # Each connection holds a file descriptor; 1,024 is a common per-process limit.
     p.add_argument("--max-connections", type=int, default=200,
-                   help="open connections beyond which requests get 503 (default 200)")  # fmt: skip
+                   help="open connections per worker beyond which requests get 503 "
+                        "(default 200)")  # fmt: skip
     p.add_argument("--allowed-hosts", metavar="HOSTS",
                    help="comma-separated Host names to answer, e.g. digits.example.org or "
                         "*.example.org (default any); set it when binding to 0.0.0.0")  # fmt: skip
@@ -40,10 +48,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mnistkit.serve import create_app, require_serve_deps
+    from mnistkit.serve import require_serve_deps
 
     require_serve_deps()
-    for name in ("max_bytes", "max_pixels", "max_batch", "max_connections"):
+    for name in ("max_bytes", "max_pixels", "max_batch", "max_connections", "workers"):
         if getattr(args, name) < 1:
             raise MnistkitError(f"--{name.replace('_', '-')} must be at least 1.")
     if not 0 < args.timeout < math.inf:
@@ -58,33 +66,83 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise MnistkitError(f"--allowed-hosts takes names like digits.example.org or "
                                 f"*.example.org, not {args.allowed_hosts!r}.")  # fmt: skip
 
-    from mnistkit.cli.predict_cmds import load_classifier
     from mnistkit.serve import server
+    from mnistkit.serve.workers import (
+        ServeSettings,
+        Supervisor,
+        build_app,
+        run_app,
+        setup_logging,
+        threads_per_worker,
+    )
 
-    sock = server.bind(args.host, args.port)  # a port in use: one line, before the model loads
+    # A port in use: one line, before the model loads.
+    if args.workers == 1:
+        socks = [server.bind(args.host, args.port)]
+    else:
+        socks = server.bind_each(args.host, args.port, args.workers)
     quiet = getattr(args, "quiet", False)
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    clf = load_classifier(args, args.run_dir, max_bytes=args.max_bytes, max_pixels=args.max_pixels)
-    app = create_app(
-        clf,
-        max_bytes=args.max_bytes,
-        max_pixels=args.max_pixels,
-        timeout_s=args.timeout,
-        max_batch=args.max_batch,
-        allowed_hosts=hosts,
-    )
-    info = clf.info
-    acc = info.get("test_accuracy")
-    acc_text = f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
-    port = sock.getsockname()[1]  # --port 0: the one the system chose
-    log(args, f"serving {info['run_dir']} ({info.get('recipe', '?')}{acc_text}, {args.backend})")
-    log(args, f"open http://{_url_host(args.host)}:{port}/ to draw digits; Ctrl+C stops")
-    server.run(app, sock, head_timeout=args.timeout, max_connections=args.max_connections,
-               quiet=quiet)  # fmt: skip
+    setup_logging(quiet, args.workers)
+    backend = _choose_backend(args)
+    run_dir = args.run_dir
+    if run_dir is None:  # trained here once, not by every worker at once
+        from mnistkit.infer.default_model import ensure_default_model
+
+        run_dir = str(ensure_default_model(
+            cache_dir=getattr(args, "cache_dir", None), data_dir=getattr(args, "data_dir", None),
+            onnx=backend == "onnx", log=None if quiet else lambda m: log(args, m),
+        ))  # fmt: skip
+    settings = ServeSettings(
+        run_dir=run_dir, backend=backend, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
+        timeout=args.timeout, max_batch=args.max_batch, max_connections=args.max_connections,
+        allowed_hosts=tuple(hosts) if hosts is not None else None, quiet=quiet,
+        threads=threads_per_worker(args.workers),
+    )  # fmt: skip
+    port = socks[0].getsockname()[1]  # --port 0: the one the system chose
+
+    def announce(info: dict[str, Any]) -> None:
+        acc = info.get("test_accuracy")
+        acc_text = f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
+        procs = f", {args.workers} workers" if args.workers > 1 else ""
+        log(args, f"serving {info['run_dir']} ({info.get('recipe', '?')}{acc_text}, "
+                  f"{backend}{procs})")  # fmt: skip
+        log(args, f"open http://{_url_host(args.host)}:{port}/ to draw digits; Ctrl+C stops")
+
+    if args.workers == 1:
+        app, info = build_app(settings)
+        announce(info)
+        run_app(app, socks[0], settings)
+    else:
+        Supervisor(socks, settings).run(on_ready=announce)
     return 0
+
+
+def _choose_backend(args: argparse.Namespace) -> str:
+    """--backend, or onnx where onnxruntime and the run's model.onnx are at hand."""
+    import importlib.util
+
+    from mnistkit.infer.export import ONNX_FILE
+
+    if args.backend is not None:
+        return str(args.backend)
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "torch"
+    if args.run_dir is None and importlib.util.find_spec("onnx") is None:
+        return "torch"  # the default model's model.onnx would be exported with it
+    if args.run_dir is None:
+        return "onnx"
+    if not (Path(args.run_dir) / ONNX_FILE).is_file():
+        log(args, f"serving with torch: {args.run_dir} has no {ONNX_FILE} "
+                  f"(`mnistkit export {args.run_dir}` makes one for ONNX Runtime)")  # fmt: skip
+        return "torch"
+    from mnistkit.infer.predict import Classifier
+
+    try:  # a model.onnx left from other weights (the run retrained since): torch, and say so
+        Classifier.load(args.run_dir, backend="onnx", threads=1)
+    except MnistkitError as e:
+        log(args, f"serving with torch: {e}")
+        return "torch"
+    return "onnx"
 
 
 def _url_host(host: str) -> str:

