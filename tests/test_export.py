@@ -12,6 +12,7 @@ from serve_support import trained_run
 from mnistkit.cli import main
 from mnistkit.infer.export import OPSET, onnx_session, softmax, to_onnx
 from mnistkit.rundir import weights_sha256
+from mnistkit.training.runner import train
 
 pytestmark = pytest.mark.mnist
 
@@ -81,3 +82,15 @@ def test_ensembles_and_strided_stems_export(kwargs):
     session = ort.InferenceSession(onnx_bytes(model), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"image": x.numpy()})
     np.testing.assert_allclose(logits, model(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_export_checks_on_the_runs_own_data(tiny_registered, tmp_path, capsys):
+    """The check images are the test split of the run's data set, from the --data-dir given
+    (not MNIST from the default cache, which may mean a download)."""
+    run = train("seed-dense512", out=tmp_path / "run", epochs=1, dataset="tiny",
+                data_dir=tiny_registered, device="cpu", quiet=True).path  # fmt: skip
+    capsys.readouterr()
+    assert main(["export", str(run), "--data-dir", str(tiny_registered), "--quiet"]) == 0
+    assert (
+        "checked against torch on 50 tiny test split: labels agree 50/50" in capsys.readouterr().out
+    )

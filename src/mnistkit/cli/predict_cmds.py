@@ -198,7 +198,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     rundir.read_config(args.run_dir)  # a missing or damaged run: its own line, before the lock
     with rundir.hold(args.run_dir, training=False):  # not while a training rewrites the weights
-        res = to_onnx(args.run_dir)
+        res = to_onnx(args.run_dir, data_dir=getattr(args, "data_dir", None),
+                      cache_dir=getattr(args, "cache_dir", None))  # fmt: skip
     size = res.path.stat().st_size
     print(f"wrote {res.path} ({size / 1e3:.0f} kB, dynamic batch)")
     print(

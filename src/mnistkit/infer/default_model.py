@@ -81,7 +81,7 @@ def ensure_default_model(
             if onnx and not (path / "model.onnx").is_file():
                 from mnistkit.infer.export import to_onnx
 
-                to_onnx(path)
+                to_onnx(path, data_dir=data_dir, cache_dir=cache_dir)
     except Timeout:
         raise MnistkitError(
             f"another process has been training the default model in {path} for over "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,15 +89,22 @@ def onnx_bytes(model: torch.nn.Module) -> bytes:
 
 
 def to_onnx(
-    run_dir: str | Path, check_images: np.ndarray | None = None, n_check: int = 2000
+    run_dir: str | Path,
+    check_images: np.ndarray | None = None,
+    n_check: int = 2000,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> ExportResult:
     """Export a run's model to ``RUN_DIR/model.onnx`` (atomically) and compare it with torch.
 
     Args:
         run_dir: a run directory written by :func:`mnistkit.train`.
         check_images: (N, 28, 28) uint8 or float images to compare on; default the first
-            ``n_check`` MNIST test images (random images if MNIST cannot be loaded).
-        n_check: how many MNIST test images when ``check_images`` is not given.
+            ``n_check`` test images of the run's data set (random images if it cannot be
+            loaded).
+        n_check: how many test images when ``check_images`` is not given.
+        data_dir, cache_dir: where the test images come from (:func:`mnistkit.data.load`).
 
     Returns:
         An :class:`ExportResult`; ``.ok`` says whether the two agree.
@@ -123,7 +131,8 @@ def to_onnx(
 
     source = "given images"
     if check_images is None:
-        check_images, source = _check_images(n_check)
+        dataset = str(config.get("dataset", "mnist"))
+        check_images, source = _check_images(n_check, dataset, data_dir, cache_dir)
     x = np.asarray(check_images, np.float32)
     x = (x / 255.0 if x.max() > 1 else x).reshape(-1, 1, 28, 28)
     with torch.inference_mode():
@@ -156,13 +165,15 @@ def _divided(model: torch.nn.Module, temperature: float) -> torch.nn.Module:
     return Divided()
 
 
-def _check_images(n: int) -> tuple[np.ndarray, str]:
-    from mnistkit.data import load_data
+def _check_images(n: int, dataset: str, data_dir: str | os.PathLike[str] | None,
+                  cache_dir: str | os.PathLike[str] | None) -> tuple[np.ndarray, str]:  # fmt: skip
+    from mnistkit import data
 
     try:
-        (_, _), (x_test, _) = load_data()
-        return x_test[:n], "MNIST test split"
-    except DataError:
+        loaded = data.load(dataset, data_dir=data_dir, cache_dir=cache_dir, log=lambda m: None)
+        name = "MNIST" if dataset == "mnist" else dataset
+        return loaded.arrays[1][0][:n], f"{name} test split"
+    except (DataError, MnistkitError):
         rng = np.random.default_rng(0)
         return rng.random((min(n, 256), 28, 28), dtype=np.float32), "random images"
 
