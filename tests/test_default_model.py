@@ -137,7 +137,7 @@ def test_cli_serve_without_a_run_directory(monkeypatch, trainings, tiny_register
 
     monkeypatch.setattr(server, "run", run)
     opts = ["--cache-dir", str(tmp_path / "cache"), "--data-dir", str(tiny_registered)]
-    assert main(["serve", "--port", "0", *opts]) == 0
+    assert main(["serve", "--port", "0", "--workers", "1", *opts]) == 0  # in this process
     served[0].state.batcher.close()
     assert len(trainings) == 1
     assert f"serving {default_run_dir(tmp_path / 'cache')} (fast" in capsys.readouterr().err
