@@ -67,9 +67,8 @@ class InkMap:
     def fx(self) -> float:
         return self.src.shape[1] / self.ink.shape[1]
 
-    def source_box(self, keep: np.ndarray) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1) of a work-scale mask's pixels, in the source image's pixels."""
-        ys, xs = np.nonzero(keep)
+    def source_box(self, xs: np.ndarray, ys: np.ndarray) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) of work-scale pixels, in the source image's pixels."""
         kx, ky = self.fx * self.scale, self.fy * self.scale
         return (int(xs.min() * kx), int(ys.min() * ky),
                 int(np.ceil((xs.max() + 1) * kx)), int(np.ceil((ys.max() + 1) * ky)))  # fmt: skip

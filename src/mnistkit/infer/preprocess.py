@@ -109,17 +109,27 @@ def mnist_style(pixels: np.ndarray, scale: float = 1.0) -> Preprocessed:
     return cut_digit(m, keep)
 
 
-def cut_digit(m: InkMap, keep: np.ndarray) -> Preprocessed:
-    """Steps 4-6 for the digit made of ``keep``'s pixels (a work-scale mask of ``m``): its ink
-    cut from the page, strokes made bilevel and normalized, fitted and centred in 28x28."""
+def cut_digit(m: InkMap, keep: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Preprocessed:
+    """Steps 4-6 for the digit made of ``keep``'s pixels: its ink cut from the page, strokes
+    made bilevel and normalized, fitted and centred in 28x28.
+
+    ``keep``: a work-scale mask of ``m``, or of a window of it whose top-left corner is at
+    ``origin`` (y, x): a number's digits are cut from windows (a full-page mask per candidate
+    digit made a 6-digit number 4x slower).
+    """
     blank = Preprocessed(np.zeros((28, 28), np.float32), blank=True)
     f, src, ink, paper, direction, surface = m.f, m.src, m.ink, m.paper, m.direction, m.surface
     ys, xs = np.nonzero(keep)
-    wh, ww = keep.shape
+    if len(ys) == 0:
+        return blank
+    ys, xs = ys + origin[0], xs + origin[1]
+    wh, ww = ink.shape
     h, w = src.shape[:2]
     pad = 2
     y0, y1 = max(0, ys.min() - pad), min(wh, ys.max() + 1 + pad)
     x0, x1 = max(0, xs.min() - pad), min(ww, xs.max() + 1 + pad)
+    local = np.zeros((y1 - y0, x1 - x0), np.float32)
+    local[ys - y0, xs - x0] = 1.0
     fy, fx = h / wh, w / ww
     box_h, box_w = (ys.max() + 1 - ys.min()) * fy, (xs.max() + 1 - xs.min()) * fx
     s = BOX / max(box_h, box_w)  # source px -> BOX-scale px
@@ -141,7 +151,7 @@ def cut_digit(m: InkMap, keep: np.ndarray) -> Preprocessed:
     # Only the chosen pieces (grown a little): specks and line stubs inside the box stay out.
     # (Area-averaged, not nearest: a piece 2 px wide shrunk to 1 px is kept.)
     piece = cv2.resize(
-        keep[y0:y1, x0:x1].astype(np.float32),
+        local,
         (cw, ch),
         interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR,
     )
@@ -168,7 +178,7 @@ def cut_digit(m: InkMap, keep: np.ndarray) -> Preprocessed:
         image=image,
         polarity="light-on-dark" if paper.sign > 0 else "dark-on-light",
         contrast=round(m.level, 4),
-        bbox=m.source_box(keep),
+        bbox=m.source_box(xs, ys),
         stroke_scale=stroke_scale,
     )
 
