@@ -5,6 +5,7 @@
     clf = mnistkit.load("runs/fast")                 # or backend="onnx" after `mnistkit export`
     pred = clf.predict("my_digit.jpg")               # -> Prediction(label=7, p=0.998)
     pred.input28                                     # the 28x28 image the model saw
+    clf.read("postcode.jpg").number                  # -> "75013"; .digits: each digit read
     clf.predict(x_test[:5])                          # a batch (N, 28, 28) -> N predictions
     mnistkit.load()                                  # the default model (``default_model``)
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, overload
 
@@ -33,6 +34,7 @@ from mnistkit.errors import MnistkitError
 from mnistkit.infer.export import ONNX_FILE, onnx_session, softmax
 from mnistkit.infer.images import MAX_BYTES, MAX_PIXELS, ImageSource
 from mnistkit.infer.preprocess import Preprocessed, preprocess
+from mnistkit.infer.read import Reading, read_digits
 from mnistkit.rundir import RunDir
 
 # Below this top (calibrated) probability a "digit" is likely a scribble, a letter or two
@@ -50,34 +52,68 @@ MAX_INK = 0.5
 Forward = Callable[[np.ndarray], np.ndarray]  # (N, 1, 28, 28) float32 -> logits (N, 10)
 
 
-@dataclass(repr=False)
-class Prediction:
-    """What the model made of one image.
+@dataclass
+class DigitRead:
+    """One digit of a reading: its label, calibrated probability, box and 28x28 input.
 
     Attributes:
-        label: the most probable digit.
-        probabilities: 10 floats summing to 1, index = digit.
-        top: (digit, probability) pairs, most probable first (all 10).
-        input28: (28, 28) float32 in [0, 1]: the image the model saw.
-        not_digit: why this is probably not a digit (blank page, low confidence...), or None.
+        label: the digit.
+        p: its calibrated probability.
+        bbox: (x0, y0, x1, y1) in the source image's pixels, or None (a 28x28 array).
+        input28: (28, 28) float32 in [0, 1]: what the model saw.
     """
 
     label: int
-    probabilities: list[float]
-    top: list[tuple[int, float]]
-    input28: np.ndarray
+    p: float
+    bbox: tuple[int, int, int, int] | None
+    input28: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        box = list(self.bbox) if self.bbox is not None else None
+        return {"label": self.label, "p": round(self.p, 6), "bbox": box}
+
+
+@dataclass(repr=False)
+class Prediction:
+    """What the model made of one image: the number written on it, and its digits.
+
+    Attributes:
+        number: the digits left to right as a string ("" when none was found).
+        digits: each digit read (:class:`DigitRead`), left to right.
+        label: the digit, when exactly one was found; else None. So are the three below.
+        probabilities: 10 floats summing to 1, index = digit.
+        top: (digit, probability) pairs, most probable first (all 10).
+        input28: (28, 28) float32 in [0, 1]: the image the model saw.
+        not_digit: why this is probably not a digit or a number (blank page, low confidence
+            of some digit...), or None.
+    """
+
+    label: int | None
+    probabilities: list[float] | None
+    top: list[tuple[int, float]] | None
+    input28: np.ndarray | None
     not_digit: str | None = None
+    number: str = ""
+    digits: list[DigitRead] = field(default_factory=list)
 
     def __repr__(self) -> str:  # one line, as a person reads it; input28 stays out
         note = f", not_digit={self.not_digit!r}" if self.not_digit else ""
-        return f"Prediction(label={self.label}, p={self.top[0][1]:.3f}{note})"
+        if self.label is not None and self.top is not None:
+            return f"Prediction(label={self.label}, p={self.top[0][1]:.3f}{note})"
+        return f"Prediction(number={self.number!r}, digits={len(self.digits)}{note})"
 
     def to_dict(self, top_k: int = 3) -> dict[str, Any]:
-        """JSON-ready: label, probabilities, top-k as [{"label", "p"}], not_digit."""
+        """JSON-ready: number, digits (label, p, bbox), label, probabilities, top-k as
+        [{"label", "p"}] (null unless exactly one digit), not_digit."""
+        one = self.probabilities is not None and self.top is not None
         return {
+            "number": self.number,
+            "digits": [d.to_dict() for d in self.digits],
             "label": self.label,
-            "probabilities": [round(p, 6) for p in self.probabilities],
-            "top": [{"label": k, "p": round(p, 6)} for k, p in self.top[:top_k]],
+            "probabilities": [round(p, 6) for p in self.probabilities or []] if one else None,
+            "top": [{"label": k, "p": round(p, 6)} for k, p in (self.top or [])[:top_k]]
+            if one
+            else None,
             "not_digit": self.not_digit,
         }
 
@@ -192,16 +228,32 @@ class Classifier:
             One :class:`Prediction`, or a list of N for a batch array.
         """
         if isinstance(image, np.ndarray) and _is_batch(image):
-            return self.predict_batch(list(image.reshape(-1, 28, 28)))
-        return self.predict_batch([image])[0]
+            return self.predict_preprocessed([preprocess(a) for a in image.reshape(-1, 28, 28)])
+        return self.read(image)
+
+    def read(self, image: ImageSource) -> Prediction:
+        """Every digit of an image, left to right: a number, or one digit.
+
+        Args:
+            image: a path, bytes, a file object, a PIL image or an array (as :meth:`predict`).
+
+        Returns:
+            A :class:`Prediction` with ``number`` and ``digits``; ``label``, ``probabilities``,
+            ``top`` and ``input28`` when exactly one digit was found, None otherwise.
+
+        Raises:
+            ImageError / ImageTooLargeError: the image cannot be read.
+        """
+        reading = read_digits(image, self.predict_arrays, self.max_bytes, self.max_pixels)
+        return reading_prediction(reading)
 
     def predict_batch(self, images: Sequence[ImageSource]) -> list[Prediction]:
-        """Preprocess every image, then classify them all in one forward pass per batch.
+        """:meth:`read` each image (each reading is one forward pass of its candidate digits).
 
         Raises:
             ImageError / ImageTooLargeError: for the first image that cannot be read.
         """
-        return self.predict_preprocessed([self.preprocess(im) for im in images])
+        return [self.read(im) for im in images]
 
     def predict_preprocessed(self, items: Sequence[Preprocessed]) -> list[Prediction]:
         """Classify images that :meth:`preprocess` already made (the CLI keeps errors apart)."""
@@ -225,23 +277,48 @@ def _stderr(message: str) -> None:
     print(f"mnistkit: {message}", file=sys.stderr, flush=True)
 
 
+def doubt(probs: np.ndarray, item: Preprocessed) -> str | None:
+    """Why one digit read is probably not a digit, or None."""
+    if item.blank:
+        return "blank: no ink found"
+    if float(item.image.mean()) > MAX_INK:
+        return f"ink covers {item.image.mean():.0%} of the image: a smudge or a filled shape?"
+    if float(probs.max()) < MIN_CONFIDENCE:
+        return f"low confidence: top probability {float(probs.max()):.2f} < {MIN_CONFIDENCE}"
+    return None
+
+
 def make_prediction(probs: np.ndarray, item: Preprocessed) -> Prediction:
+    """The prediction for one digit, as :meth:`Classifier.predict` gives it (blank: none)."""
+    if item.blank:
+        return Prediction(None, None, None, None, not_digit=doubt(probs, item))
     order = np.argsort(-probs, kind="stable")
     top = [(int(k), float(probs[k])) for k in order]
-    reason = None
-    if item.blank:
-        reason = "blank: no ink found"
-    elif float(item.image.mean()) > MAX_INK:
-        reason = f"ink covers {item.image.mean():.0%} of the image: a smudge or a filled shape?"
-    elif top[0][1] < MIN_CONFIDENCE:
-        reason = f"low confidence: top probability {top[0][1]:.2f} < {MIN_CONFIDENCE}"
-    return Prediction(
-        label=top[0][0],
-        probabilities=[float(p) for p in probs],
-        top=top,
-        input28=item.image,
-        not_digit=reason,
-    )
+    digit = DigitRead(top[0][0], top[0][1], item.bbox, item.image)
+    return Prediction(label=top[0][0], probabilities=[float(p) for p in probs], top=top,
+                      input28=item.image, not_digit=doubt(probs, item), number=str(top[0][0]),
+                      digits=[digit])  # fmt: skip
+
+
+def reading_prediction(reading: Reading) -> Prediction:
+    """A :class:`Reading` as a :class:`Prediction`: one digit as :func:`make_prediction`;
+    several with ``number`` and ``digits`` only, flagged when any digit is in doubt."""
+    if reading.refused:
+        return Prediction(None, None, None, None, not_digit=reading.refused)
+    if not reading.items:
+        return Prediction(None, None, None, None, not_digit="blank: no ink found")
+    if len(reading.items) == 1:
+        return make_prediction(reading.probs[0], reading.items[0])
+    digits, notes = [], []
+    for k, (probs, item) in enumerate(zip(reading.probs, reading.items, strict=True)):
+        label = int(probs.argmax())
+        digits.append(DigitRead(label, float(probs[label]), item.bbox, item.image))
+        why = doubt(probs, item)
+        if why:
+            notes.append(f"digit {k + 1} ({label}): {why}")
+    number = "".join(str(d.label) for d in digits)
+    return Prediction(None, None, None, None, not_digit="; ".join(notes) or None, number=number,
+                      digits=digits)  # fmt: skip
 
 
 def _torch_forward(run_dir: Path, device: str) -> tuple[Forward, dict[str, Any]]:
