@@ -152,26 +152,37 @@ def primitives(c: Clusters, height: float, costs: Costs) -> list[Primitive]:
 
 
 def cut_columns(piece: np.ndarray, height: float, costs: Costs) -> list[tuple[int, float]]:
-    """Columns to offer as cuts in one cluster and the ink each crosses: local minima of its
-    ink per column (smoothed over 3 columns), lowest first, ``cut_margin`` apart and from the
-    ends; as many as the piece could hold digits a quarter of the line's height wide."""
+    """Columns to offer as cuts in one cluster, and the ink each crosses.
+
+    Where two digits touch, the stroke between them is thin (a minimum of the ink per column)
+    or the outline dips between them: a valley of the upper contour, a peak of the lower one
+    (two rings overlapping by a stroke have more ink per column where they meet, not less).
+    Candidates of each kind (over 3 columns smoothed), ``cut_margin`` apart and from the ends,
+    as many as the piece could hold digits a quarter of the line's height wide.
+    """
     raw = piece.sum(axis=0).astype(np.float32)
     w = len(raw)
-    prof = np.convolve(raw, np.ones(3, np.float32) / 3, mode="same") if w >= 3 else raw
     margin = max(1, int(round(costs.cut_margin * height)))
-    inner = np.arange(margin, w - margin)
-    if len(inner) == 0:
+    if w <= 2 * margin:
         return []
-    left = np.r_[np.inf, prof[:-1]]
-    right = np.r_[prof[1:], np.inf]
-    minima = [int(c) for c in inner if prof[c] <= left[c] and prof[c] <= right[c]]
-    minima.sort(key=lambda c: prof[c])
+    rows = np.arange(piece.shape[0], dtype=np.float32)[:, None]
+    inked = raw > 0
+    top = np.where(inked, np.where(piece, rows, np.inf).min(axis=0), 0)
+    bottom = np.where(inked, np.where(piece, rows, -np.inf).max(axis=0), piece.shape[0])
+    box = np.ones(3, np.float32) / 3
     chosen: list[int] = []
-    for c in minima:
-        if all(abs(c - d) >= margin for d in chosen):
-            chosen.append(c)
-        if len(chosen) >= max(1, int(w / (height / 4))):
-            break
+    limit = max(1, int(w / (height / 4)))
+    # Lowest ink first, then the deepest dips of the outline.
+    for signal in (raw, -top, bottom):
+        sm = np.convolve(signal, box, mode="same")
+        sm[0], sm[-1] = np.inf, np.inf
+        inner = np.arange(margin, w - margin)
+        minima = inner[(sm[inner] <= sm[inner - 1]) & (sm[inner] <= sm[inner + 1])]
+        for c in sorted(minima.tolist(), key=lambda c: sm[c]):
+            if len(chosen) >= limit:
+                break
+            if all(abs(c - d) >= margin for d in chosen):
+                chosen.append(int(c))
     return [(c, float(raw[c])) for c in sorted(chosen)]
 
 
