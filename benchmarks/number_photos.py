@@ -73,7 +73,8 @@ def compose(
 def render_number(digits: list[np.ndarray], rng: np.random.Generator) -> tuple[bytes, dict[str, Any]]:
     """One number written and photographed (see the module's docstring)."""
     pen, radius, thr = pen_style(rng)
-    height = int(np.exp(rng.uniform(np.log(24), np.log(200))))
+    # The sizes of the single-digit photos (digit_photos.render): a scan to a close-up.
+    height = int(np.exp(rng.uniform(np.log(24), np.log(320))))
     page, box, gaps = compose(digits, rng, height, radius, thr)
     data, params = photograph(page, box, height, rng)
     return data, {"pen": pen, "height": height, "gaps": [round(g, 3) for g in gaps], **params}

@@ -53,7 +53,7 @@ class Costs:
     """
 
     digit: float = 0.0  # per digit read: a digit's fragments are often read confidently too
-    cut: float = 0.5  # per cut through a piece (touching digits pulled apart)
+    cut: float = 0.5  # per stroke a cut crosses (touching digits pulled apart)
     aspect: float = 0.0  # times the squared z-score of a digit's log aspect for its class, / 2
     drop: float = 8.0  # per piece left out (one the model cannot read in any digit)
     short: float = 4.0  # per H a digit is shorter than ``short_at``
@@ -66,7 +66,7 @@ class Costs:
     small: float = 0.35  # a piece no longer than this is small: in a digit's box or left out
     attach: float = 0.1  # ... in a digit's box grown by this
     gap: float = 0.35  # pieces further apart than this are never one digit
-    cut_from: float = 0.55  # pieces wider than this are offered cuts
+    cut_from: float = 0.8  # pieces wider than this are offered cuts
     cut_margin: float = 0.12  # no cut closer than this to a piece's end or to another cut
 
 
@@ -80,7 +80,7 @@ class Primitive:
     y0: int
     y1: int
     small: bool
-    cut_left: bool = False  # its left edge is a cut through a piece
+    crossed: float = 0.0  # strokes its left edge cuts through (0: a cluster's own edge)
 
 
 @dataclass
@@ -146,7 +146,7 @@ def primitives(c: Clusters, height: float, costs: Costs) -> list[Primitive]:
             if len(rows) == 0:
                 continue
             out.append(Primitive(k + 1, x0 + a, x0 + b, y0 + int(rows[0]), y0 + int(rows[-1]) + 1,
-                                 small and not cuts, cut_left=crossed > 0))  # fmt: skip
+                                 small and not cuts, crossed=crossed))  # fmt: skip
     out.sort(key=lambda q: q.x0 + q.x1)
     return out
 
@@ -183,7 +183,10 @@ def cut_columns(piece: np.ndarray, height: float, costs: Costs) -> list[tuple[in
                 break
             if all(abs(c - d) >= margin for d in chosen):
                 chosen.append(int(c))
-    return [(c, float(raw[c])) for c in sorted(chosen)]
+    # Strokes crossed: runs of ink down the column (touching digits meet in one; a cut through
+    # a 0 crosses two, through an 8 three).
+    runs = (np.diff(piece.astype(np.int8), axis=0, prepend=0) == 1).sum(axis=0)
+    return [(c, float(runs[c])) for c in sorted(chosen)]
 
 
 @dataclass
@@ -198,14 +201,17 @@ class Lattice:
 
 def segment(
     m: InkMap, probabilities: Probabilities, costs: Costs | None = None
-) -> list[Digit] | None:
-    """The digits of ``m``'s ink, left to right ([] for none), or None when there are more
-    pieces than ``MAX_PRIMITIVES`` (not a line of digits)."""
+) -> tuple[list[Digit], float, float] | None:
+    """The digits of ``m``'s ink, left to right ([] for none), the reading's score, and the
+    geometric cost of taking all the ink as one digit (nats); None when there are more pieces
+    than ``MAX_PRIMITIVES`` (not a line of digits)."""
     costs = costs or Costs()
     lat = lattice(m, probabilities, costs)
     if lat is None:
         return None
-    return [lat.digits[g] for g in best_path(lat, costs)]
+    path, score = best_reading(lat, costs)
+    whole = group_cost(lat.prims, lat.height, costs) if lat.prims else 0.0
+    return [lat.digits[g] for g in path], score, whole
 
 
 def lattice(m: InkMap, probabilities: Probabilities, costs: Costs) -> Lattice | None:
@@ -286,7 +292,7 @@ def group_cost(prims: list[Primitive], height: float, costs: Costs) -> float:
     # broken in two) overlap in x or touch. Columns of one piece cut apart join back freely.
     left, right = prims[0].x0, prims[0].x1
     for prev, q in zip(prims, prims[1:], strict=False):
-        if not (q.cut_left and q.piece == prev.piece):
+        if q.piece != prev.piece:
             overlap = min(right, q.x1) - max(left, q.x0)
             if overlap <= 0:
                 cost += costs.join + costs.join_gap * -overlap / height
@@ -305,8 +311,13 @@ def aspect_cost(prims: list[Primitive], label: int) -> float:
 
 
 def best_path(lat: Lattice, costs: Costs) -> list[tuple[int, int]]:
-    """The groups of the most probable reading: every primitive in one digit, or left out
-    (a speck cheaply, any other piece dearly)."""
+    """The groups of the most probable reading (see :func:`best_reading`)."""
+    return best_reading(lat, costs)[0]
+
+
+def best_reading(lat: Lattice, costs: Costs) -> tuple[list[tuple[int, int]], float]:
+    """The groups of the most probable reading, every primitive in one digit or left out
+    (dearly), and its score (nats: log-probabilities less costs)."""
     prims, digits, height = lat.prims, lat.digits, lat.height
     n = len(prims)
     score = np.full(n + 1, -np.inf)
@@ -323,8 +334,8 @@ def best_path(lat: Lattice, costs: Costs) -> list[tuple[int, int]]:
             s = score[i] + float(np.log(max(float(d.probs.max()), 1e-12)))
             s -= group_cost(prims[i:j], height, costs) + costs.digit
             s -= costs.aspect * aspect_cost(prims[i:j], int(d.probs.argmax()))
-            if j < n and prims[j].cut_left:
-                s -= costs.cut
+            if j < n and prims[j].crossed > 0:
+                s -= costs.cut * prims[j].crossed
             if s > score[j]:
                 score[j], back[j] = s, (i, j)
     path = []
@@ -334,4 +345,4 @@ def best_path(lat: Lattice, costs: Costs) -> list[tuple[int, int]]:
         if g[1] > g[0]:
             path.append(g)
         j = g[0] if g[1] > g[0] else j - 1
-    return path[::-1]
+    return path[::-1], float(score[n])
