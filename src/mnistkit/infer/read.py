@@ -21,12 +21,13 @@ from mnistkit.infer.segment import LOG_ASPECT, MAX_PRIMITIVES, Costs, Probabilit
 # When the digit that select_digit finds is read alone (``alone``, ``read_digits``). Chosen on
 # 300 numbers and 300 single-digit photos made from training digits: a prior for one digit of
 # 3 nats (8 for one piece of ink) read 73.7 % of the numbers exactly and cut 2.0 % of the
-# single digits in two; 6 (10) read 70.7 % and cut 1.0 %: the single digits weigh more.
+# single digits in two; 6 (10) read 70.7 % and cut 1.0 %, but never split two touching digits
+# alone on a page. 4 (6) is between.
 ALONE_INK = 0.9  # share of the page's ink in the one digit found: no segmentation ...
 ALONE_Z = 2.0  # ... when its aspect is within this many sd of its class's (and it is one piece)
 ALONE_SHARE = 0.6  # under this share, the ink is several digits
-ONE_PRIOR = 6.0
-LONE_PRIOR = 10.0
+ONE_PRIOR = 4.0
+LONE_PRIOR = 6.0
 
 
 @dataclass
