@@ -70,7 +70,9 @@ def compose(
     return page, box, gaps
 
 
-def render_number(digits: list[np.ndarray], rng: np.random.Generator) -> tuple[bytes, dict[str, Any]]:
+def render_number(
+    digits: list[np.ndarray], rng: np.random.Generator
+) -> tuple[bytes, dict[str, Any]]:
     """One number written and photographed (see the module's docstring)."""
     pen, radius, thr = pen_style(rng)
     # The sizes of the single-digit photos (digit_photos.render): a scan to a close-up.

@@ -43,7 +43,9 @@ def aligned(truth: str, got: str) -> int:
     d = np.zeros((n + 1, m + 1), np.int32)
     d[:, 0], d[0, :] = np.arange(n + 1), np.arange(m + 1)
     for i, j in itertools.product(range(1, n + 1), range(1, m + 1)):
-        d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + (truth[i - 1] != got[j - 1]))
+        d[i, j] = min(
+            d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + (truth[i - 1] != got[j - 1])
+        )
     i, j, hits = n, m, 0
     while i > 0 and j > 0:
         if d[i, j] == d[i - 1, j - 1] + (truth[i - 1] != got[j - 1]):
@@ -65,8 +67,7 @@ def figures(truths: list[str], reads: list[str]) -> dict[str, float]:
         "digits": sum(aligned(t, r) for t, r in zip(truths, reads, strict=True)) / digits,
         "splits": sum(len(r) > len(t) for t, r in zip(truths, reads, strict=True)) / n,
         "merges": sum(len(r) < len(t) for t, r in zip(truths, reads, strict=True)) / n,
-        "misread": sum(len(r) == len(t) and r != t for t, r in zip(truths, reads, strict=True))
-        / n,
+        "misread": sum(len(r) == len(t) and r != t for t, r in zip(truths, reads, strict=True)) / n,
     }
 
 
@@ -78,7 +79,9 @@ def baseline(clf: Classifier, data: bytes) -> str:
     if np.mean(bw) > 127:  # light ink on a dark board
         bw = 255 - bw
     n, _, stats, _ = cv2.connectedComponentsWithStats(bw)
-    boxes = sorted([list(s[:4]) for s in stats[1:] if s[4] >= 0.002 * grey.size], key=lambda b: b[0])
+    boxes = sorted(
+        [list(s[:4]) for s in stats[1:] if s[4] >= 0.002 * grey.size], key=lambda b: b[0]
+    )
     merged: list[list[int]] = []
     for x, y, w, h in boxes:
         if merged and x < merged[-1][0] + merged[-1][2]:
@@ -94,7 +97,9 @@ def baseline(clf: Classifier, data: bytes) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("run_dir")
     ap.add_argument("--n", type=int, default=1000, help="numbers (default 1000)")
     ap.add_argument("--seed", type=int, default=0)
@@ -139,7 +144,9 @@ def main() -> int:
     by_len = {}
     for t, r in zip(truths, reads, strict=True):
         by_len.setdefault(len(t), []).append(t == r)
-    print("exact by length: " + ", ".join(f"{k}: {np.mean(v):.1%}" for k, v in sorted(by_len.items())))
+    print(
+        "exact by length: " + ", ".join(f"{k}: {np.mean(v):.1%}" for k, v in sorted(by_len.items()))
+    )
     return 0
 
 

@@ -73,13 +73,13 @@ def ink_runs(image: np.ndarray, threshold: int = 128) -> list[tuple[int, int, in
 
 def draw(page, image: np.ndarray, slot: int = 0) -> int:
     """Trace the ink of a 28x28 image onto the canvas with mouse drags, as high as the pad, in
-    the ``slot``-th square from the left (squares 22/28 of the pad's height apart: a digit of
+    the ``slot``-th square from the left (squares 20/28 of the pad's height apart: a digit of
     MNIST's 20x20 box a few pixels from the next); returns the strokes."""
     box = page.locator("#pad").bounding_box()
     cell = min(box["width"], box["height"]) / 28
 
     def at(x: float, y: float) -> tuple[float, float]:
-        return box["x"] + (x + 0.5 + 22 * slot) * cell, box["y"] + (y + 0.5) * cell
+        return box["x"] + (x + 0.5 + 20 * slot) * cell, box["y"] + (y + 0.5) * cell
 
     runs = ink_runs(image)
     for y, x0, x1 in runs:
@@ -178,8 +178,14 @@ def test_not_a_digit_note(server, browser):
     given scribble is flagged depends on the model, how the page shows it does not)."""
     answer = {
         "number": "1",
-        "digits": [{"label": 1, "p": 0.31, "bbox": [100, 40, 140, 240],
-                    "input28": [[0.0] * 28 for _ in range(28)]}],
+        "digits": [
+            {
+                "label": 1,
+                "p": 0.31,
+                "bbox": [100, 40, 140, 240],
+                "input28": [[0.0] * 28 for _ in range(28)],
+            }
+        ],
         "label": 1,
         "probabilities": [0.02, 0.31, 0.29] + [0.38 / 7] * 7,
         "top": [{"label": 1, "p": 0.31}, {"label": 2, "p": 0.29}, {"label": 0, "p": 0.02}],

@@ -151,7 +151,9 @@ def test_cli_prints_the_number(tmp_path, monkeypatch, capsys, stub_classifier):
     zero(img, 200)
     path = tmp_path / "n.png"
     Image.fromarray(img).save(path)
-    monkeypatch.setattr("mnistkit.cli.predict_cmds.load_classifier", lambda *a, **k: stub_classifier)
+    monkeypatch.setattr(
+        "mnistkit.cli.predict_cmds.load_classifier", lambda *a, **k: stub_classifier
+    )
     assert main(["predict", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["number", "p"] and lines[1].split()[0] == "10"

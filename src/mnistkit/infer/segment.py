@@ -242,7 +242,9 @@ def lattice(m: InkMap, probabilities: Probabilities, costs: Costs) -> Lattice | 
     if not read:
         return Lattice(prims, height, {})
     probs = probabilities(np.stack([it.image for _, it in read]))
-    return Lattice(prims, height, {g: Digit(it, pr) for (g, it), pr in zip(read, probs, strict=True)})
+    return Lattice(
+        prims, height, {g: Digit(it, pr) for (g, it), pr in zip(read, probs, strict=True)}
+    )
 
 
 def candidate_groups(prims: list[Primitive], height: float, costs: Costs) -> list[tuple[int, int]]:
