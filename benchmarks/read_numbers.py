@@ -92,7 +92,7 @@ def baseline(clf: Classifier, data: bytes) -> str:
         else:
             merged.append([x, y, w, h])
     crops = [grey[max(0, y - 4) : y + h + 4, max(0, x - 4) : x + w + 4] for x, y, w, h in merged]
-    preds = [clf.predict(c) for c in crops]
+    preds = clf.predict_preprocessed([clf.preprocess(c[..., None]) for c in crops if c.size])
     return "".join(str(p.label) for p in preds if p.label is not None)
 
 
