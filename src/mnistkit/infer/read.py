@@ -25,6 +25,7 @@ from mnistkit.infer.segment import LOG_ASPECT, MAX_PRIMITIVES, Costs, Probabilit
 # alone on a page. 4 (6) is between.
 ALONE_INK = 0.9  # share of the page's ink in the one digit found: no segmentation ...
 ALONE_Z = 2.0  # ... when its aspect is within this many sd of its class's (and it is one piece)
+ALONE_GAP = 0.08  # ... or when no gap across it is wider than this x its height
 ALONE_SHARE = 0.6  # under this share, the ink is several digits
 ONE_PRIOR = 4.0
 LONE_PRIOR = 6.0
@@ -75,8 +76,8 @@ def read_digits(
         return Reading([], none)
     probs = probabilities(one.image[None])
     share, z, lone = alone(m, keep, int(probs[0].argmax()))
-    if lone and share >= ALONE_INK and z <= ALONE_Z:
-        return Reading([one], probs)  # one piece of ink shaped like a digit: no segmentation
+    if (lone or unbroken(keep)) and share >= ALONE_INK and z <= ALONE_Z:
+        return Reading([one], probs)  # shaped like one digit, nothing beside it: no segmentation
     found = segment(m, probabilities, costs)
     if found is None:
         why = (f"more than {MAX_PRIMITIVES} pieces of ink: not a line of digits "
@@ -92,6 +93,17 @@ def read_digits(
     if len(digits) <= 1 or score < single:
         return Reading([one], probs)
     return Reading([d.item for d in digits], np.stack([d.probs for d in digits]))
+
+
+def unbroken(keep: np.ndarray) -> bool:
+    """No column of paper across the ink wider than ``ALONE_GAP`` of its height: the pieces of
+    a digit broken by a pencil or a rule overlap in x; two digits side by side stand apart."""
+    ys, xs = np.nonzero(keep)
+    cols = np.zeros(xs.max() + 1 - xs.min(), bool)
+    cols[xs - xs.min()] = True
+    edges = np.flatnonzero(np.diff(np.r_[1, cols.astype(np.int8), 1]))  # starts/ends of runs
+    gaps = edges[1::2] - edges[::2] if not cols.all() else np.zeros(1)
+    return float(gaps.max()) <= ALONE_GAP * (ys.max() + 1 - ys.min())
 
 
 def alone(m: InkMap, keep: np.ndarray, label: int) -> tuple[float, float, bool]:
