@@ -168,7 +168,7 @@ def photos(clf: Classifier, x: np.ndarray, y: np.ndarray, args: argparse.Namespa
     print(f"{'input':<44} {'accuracy':>9}")
     print(f"{'the MNIST digits themselves (same indices)':<44} {ceiling:>9.2%}")
     print(f"{'photos, naive (resize whole image to 28x28)':<44} {(naive == labels).mean():>9.2%}")
-    print(f"{'photos, mnistkit.preprocess':<44} {r['accuracy']:>9.2%}")
+    print(f"{'photos, Classifier.predict (reads numbers)':<44} {r['accuracy']:>9.2%}")
     print(
         f"\nread (preprocess + predict): {t_ours / n * 1e3:.1f} ms per image; flagged not-a-digit: {r['flagged']}; blank: {r['blank']}; read as several digits: {r['several']}"
     )
