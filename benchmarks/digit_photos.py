@@ -64,6 +64,29 @@ def dilate(img: np.ndarray, radius: int) -> np.ndarray:
     return cv2.dilate(img, disk)
 
 
+def pen_style(rng: np.random.Generator) -> tuple[str, int, float]:
+    """A pen: its name, the dilation radius and the threshold that draw its strokes at 4x
+    MNIST scale, where MNIST's strokes are ~10 px wide (mnistkit.preprocess.STROKE_*)."""
+    pen = str(rng.choice(["thin", "normal", "thick", "marker"], p=[0.25, 0.35, 0.25, 0.15]))
+    radius = {"thin": 0, "normal": 0, "thick": 2, "marker": 4}[pen]
+    thr = {"thin": float(rng.uniform(0.6, 0.8)), "normal": 0.45}.get(pen, 0.35)
+    return pen, radius, thr
+
+
+def ink_cover(digit: np.ndarray, radius: int, thr: float, height: int) -> np.ndarray:
+    """A MNIST digit's ink drawn with a pen (``pen_style``), ``height`` px high: coverage in
+    [0, 1] over its tight box."""
+    d = digit.astype(np.float32) / 255.0
+    ys, xs = np.nonzero(d > 0)
+    t = d[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    # Thicken by a dilation or thin by a higher threshold, then make the edge crisp.
+    big = np.clip(resize(t, t.shape[1] * 4, t.shape[0] * 4), 0, 1)
+    big = dilate(big, radius) if radius else big
+    cover = np.clip((big - thr) / 0.12 + 0.5, 0, 1)
+    k = height / t.shape[0]
+    return np.clip(resize(cover, max(1, round(t.shape[1] * k)), height), 0, 1)
+
+
 def render(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, dict[str, Any]]:
     """Draw one MNIST digit as ink on a page and encode it.
 
@@ -74,27 +97,29 @@ def render(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, dict[str
     Returns:
         (encoded PNG or JPEG bytes, the parameters drawn).
     """
-    d = digit.astype(np.float32) / 255.0
-    ys, xs = np.nonzero(d > 0)
-    t = d[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    # Pen: at 4x MNIST scale, where MNIST's strokes are ~10 px wide (mnistkit.preprocess.STROKE_*),
-    # thicken by a dilation or thin by a higher threshold, then make the edge crisp.
-    big = np.clip(resize(t, t.shape[1] * 4, t.shape[0] * 4), 0, 1)
-    pen = rng.choice(["thin", "normal", "thick", "marker"], p=[0.25, 0.35, 0.25, 0.15])
-    radius = {"thin": 0, "normal": 0, "thick": 2, "marker": 4}[pen]
-    thr = {"thin": float(rng.uniform(0.6, 0.8)), "normal": 0.45}.get(pen, 0.35)
-    big = dilate(big, radius) if radius else big
-    ink_cover = np.clip((big - thr) / 0.12 + 0.5, 0, 1)
+    pen, radius, thr = pen_style(rng)
     # Size and place on a page; a phone photo is large, a scan or a drawing smaller.
     height = int(np.exp(rng.uniform(np.log(24), np.log(320))))
-    k = height / t.shape[0]
-    dw, dh = max(1, round(t.shape[1] * k)), height
-    cover = np.clip(resize(ink_cover, dw, dh), 0, 1)
+    cover = ink_cover(digit, radius, thr, height)
+    dh, dw = cover.shape
     page_w = min(1200, int(dh * rng.uniform(1.3, 4.0)) + dw)
     page_h = min(1200, int(dh * rng.uniform(1.3, 3.5)))
     px, py = int(rng.integers(0, page_w - dw + 1)), int(rng.integers(0, page_h - dh + 1))
     page_cover = np.zeros((page_h, page_w), np.float32)
     page_cover[py : py + dh, px : px + dw] = cover
+    data, params = photograph(page_cover, (px, py, px + dw, py + dh), height, rng)
+    return data, {"pen": pen, "height": height, **params}
+
+
+def photograph(
+    page_cover: np.ndarray, box: tuple[int, int, int, int], height: int, rng: np.random.Generator
+) -> tuple[bytes, dict[str, Any]]:
+    """Ink coverage on a page -> an encoded photo of it: specks, paper and ink (or a board and
+    chalk), uneven light, a strip of table clear of ``box`` (x0, y0, x1, y1), blur for a
+    digit ``height`` px high, noise, grey or colour, JPEG or PNG."""
+    page_h, page_w = page_cover.shape
+    page_cover = page_cover.copy()
+    px, py, dw, dh = box[0], box[1], box[2] - box[0], box[3] - box[1]
     # Dust and specks: small dots anywhere, in the ink's colour.
     n_specks = int(rng.poisson(4))
     for _ in range(n_specks):
@@ -153,7 +178,7 @@ def render(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, dict[str
     else:
         im.save(buf, "PNG")
     params = {
-        "pen": str(pen), "height": height, "page": (page_w, page_h), "paper": paper_name,
+        "page": (page_w, page_h), "paper": paper_name,
         "ink": ink_name, "gradient": round(grad, 3), "vignette": round(vignette, 3),
         "table_edge": edge, "specks": n_specks, "blur": round(blur, 2), "noise": round(noise, 3),
         "grey": grey, "format": f"JPEG q{quality}" if jpeg else "PNG",

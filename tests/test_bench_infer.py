@@ -53,3 +53,12 @@ def test_a_model_with_tta_is_counted_once_per_image():
     plain = bench_infer(create_model("fast-cnn", tta=1), name="x", batch_sizes=(1,), min_seconds=0.01,
                         latency_calls=3, backends=("torch",), preprocess_runs=0)  # fmt: skip
     assert plain["tta"] == 1 and "TTA" not in format_infer(plain)
+
+
+def test_bench_infer_times_reading_a_six_digit_number():
+    result = bench_infer(create_model("fast-cnn"), name="fast-cnn", batch_sizes=(1,),
+                         min_seconds=0.01, latency_calls=3, backends=("torch",),
+                         preprocess_runs=1)  # fmt: skip
+    r = result["read_number"]
+    assert r["runs"] == 1 and r["median_ms"] > 0 and r["cpu_median_ms"] > 0
+    assert "read a 6-digit number, 4000x3000 JPEG" in format_infer(result)

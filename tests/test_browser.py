@@ -29,6 +29,8 @@ pytestmark = [
 
 # MNIST test images 0, 1, 3: a 7, a 2 and a 0.
 DIGITS = [0, 1, 3]
+# Written as a number: 7, 2, 1.
+NUMBER = [0, 1, 2]
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +71,15 @@ def ink_runs(image: np.ndarray, threshold: int = 128) -> list[tuple[int, int, in
     return runs
 
 
-def draw(page, image: np.ndarray) -> int:
-    """Trace the ink of a 28x28 image onto the canvas with mouse drags; returns the strokes."""
+def draw(page, image: np.ndarray, slot: int = 0) -> int:
+    """Trace the ink of a 28x28 image onto the canvas with mouse drags, as high as the pad, in
+    the ``slot``-th square from the left (squares 20/28 of the pad's height apart: a digit of
+    MNIST's 20x20 box a few pixels from the next); returns the strokes."""
     box = page.locator("#pad").bounding_box()
-    cell = box["width"] / 28
+    cell = min(box["width"], box["height"]) / 28
 
     def at(x: float, y: float) -> tuple[float, float]:
-        return box["x"] + (x + 0.5) * cell, box["y"] + (y + 0.5) * cell
+        return box["x"] + (x + 0.5 + 20 * slot) * cell, box["y"] + (y + 0.5) * cell
 
     runs = ink_runs(image)
     for y, x0, x1 in runs:
@@ -123,6 +127,30 @@ def test_drawn_digits_are_recognized(server, run, browser, mnist):
     page.close()
 
 
+def test_drawn_number_is_read(server, browser, mnist):
+    """Three MNIST test digits written side by side: the page shows the number, a box around
+    each digit with its probability, and each digit's 28x28 image."""
+    _, (x_test, y_test) = mnist
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "/")
+    pad = page.locator("#pad").bounding_box()
+    assert pad["width"] > 1.8 * pad["height"]  # a wide pad on a desktop
+    strokes = sum(draw(page, x_test[i], slot) for slot, i in enumerate(NUMBER))
+    number = "".join(str(int(y_test[i])) for i in NUMBER)
+    assert wait_for_answer(page, strokes) == number
+    assert page.locator("#boxes .box").count() == 3
+    assert page.locator("#digits li canvas").count() == 3
+    tags = page.locator("#boxes .box span").all_inner_texts()
+    assert [t.split()[0] for t in tags] == list(number) and all(t.endswith("%") for t in tags)
+    assert not page.locator("#top").is_visible()  # the top guesses are for a single digit
+    page.screenshot(path=str(ARTIFACTS / "browser-desktop-number.png"), full_page=True)
+    assert not errors, errors
+    page.close()
+
+
 def test_phone_layout_with_buttons(server, browser, mnist):
     """A phone-sized touch screen: the pad fits the width, the buttons work, a digit reads."""
     _, (x_test, y_test) = mnist
@@ -149,6 +177,15 @@ def test_not_a_digit_note(server, browser):
     """When the server flags the input, the page says so (the answer is stubbed: whether a
     given scribble is flagged depends on the model, how the page shows it does not)."""
     answer = {
+        "number": "1",
+        "digits": [
+            {
+                "label": 1,
+                "p": 0.31,
+                "bbox": [100, 40, 140, 240],
+                "input28": [[0.0] * 28 for _ in range(28)],
+            }
+        ],
         "label": 1,
         "probabilities": [0.02, 0.31, 0.29] + [0.38 / 7] * 7,
         "top": [{"label": 1, "p": 0.31}, {"label": 2, "p": 0.29}, {"label": 0, "p": 0.02}],

@@ -83,7 +83,9 @@ def test_prediction_fields_and_single_predict(run, samples):
     assert abs(sum(pred.probabilities) - 1) < 1e-4
     assert pred.input28.shape == (28, 28) and pred.input28.dtype == np.float32
     d = pred.to_dict(top_k=2)
-    assert set(d) == {"label", "probabilities", "top", "not_digit"} and len(d["top"]) == 2
+    assert set(d) == {"number", "digits", "label", "probabilities", "top", "not_digit"}
+    assert len(d["top"]) == 2 and d["number"] == str(pred.label) and len(d["digits"]) == 1
+    assert d["digits"][0]["label"] == pred.label and len(d["digits"][0]["bbox"]) == 4
     assert clf.info["recipe"] == "seed-convnet" and 0.9 < clf.info["test_accuracy"] <= 1
 
 
@@ -160,7 +162,7 @@ def test_cli_table_with_bad_files_exits_2(run, folder, capsys):
     out = capsys.readouterr()
     assert rc == 2
     lines = out.out.strip().splitlines()
-    assert lines[0].split()[:2] == ["label", "p"]
+    assert lines[0].split()[:2] == ["number", "p"]
     body = lines[1:]
     assert len(body) == 6  # 4 images + broken + empty; notes.txt skipped
     assert sum("error" in line for line in body) == 2

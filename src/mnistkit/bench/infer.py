@@ -148,6 +148,56 @@ def bench_preprocess(runs: int = 20) -> dict[str, dict[str, float]]:
     return out
 
 
+def number_photo() -> bytes:
+    """A 4000x3000 JPEG photo of a 6-digit number written 400 px high across the page."""
+    import cv2
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    ink = np.zeros((3000, 4000), np.uint8)
+    cv2.putText(ink, "407219", (700, 1700), cv2.FONT_HERSHEY_SIMPLEX, 400 / 22, 255, 36,
+                cv2.LINE_AA)  # fmt: skip
+    shade = np.linspace(235, 200, 4000, dtype=np.float32)[None, :]
+    img = np.clip(shade - ink * np.float32(180 / 255) + 3 * rng.standard_normal((3000, 4000),
+                  np.float32), 0, 255).astype(np.uint8)  # fmt: skip
+    buf = io.BytesIO()
+    Image.fromarray(np.stack([img, img, (img * 0.95).astype(np.uint8)], -1)).save(buf, "JPEG",
+                                                                                 quality=90)  # fmt: skip
+    return buf.getvalue()
+
+
+def bench_read(model: torch.nn.Module, runs: int = 20) -> dict[str, float]:
+    """Median ms (wall clock, and CPU time) to read the 6-digit number of :func:`number_photo`
+    from its bytes: decoding, segmentation, every candidate digit through the model (torch,
+    one batch), one OpenCV thread."""
+    import cv2
+
+    from mnistkit.infer.export import softmax
+    from mnistkit.infer.read import read_digits
+
+    data = number_photo()
+    model = model.eval()
+
+    def probabilities(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return softmax(model(torch.from_numpy(x[:, None].astype(np.float32))).numpy())
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        read_digits(data, probabilities)  # warm-up
+        times, cpu = [], []
+        for _ in range(runs):
+            t0, c0 = time.perf_counter(), time.process_time()
+            reading = read_digits(data, probabilities)
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    finally:
+        cv2.setNumThreads(threads)
+    return {"median_ms": float(np.median(times) * 1000), "cpu_median_ms":
+            float(np.median(cpu) * 1000), "digits": len(reading.items), "runs": runs}  # fmt: skip
+
+
 def bench_infer(
     model: torch.nn.Module,
     *,
@@ -182,6 +232,7 @@ def bench_infer(
                            "machine": machine_info("cpu"), "backends": {}}  # fmt: skip
     if preprocess_runs > 0:
         out["preprocess"] = bench_preprocess(preprocess_runs)
+        out["read_number"] = bench_read(model, preprocess_runs)
     for backend in backends:
         if backend == "torch":
             forward: Forward | None = _torch_forward(model, channels_last)
@@ -219,6 +270,11 @@ def format_infer(result: dict[str, Any]) -> str:
                      f"{r['p90_ms']:7.2f} ms, CPU time median {r['cpu_median_ms']:6.2f} ms  "
                      f"({r['runs']} runs, 1 thread, decoding included, memory kept "
                      "as `serve` keeps it)")  # fmt: skip
+    if "read_number" in result:
+        r = result["read_number"]
+        lines.append(f"read a 6-digit number, 4000x3000 JPEG: median {r['median_ms']:.1f} ms, CPU "
+                     f"time median {r['cpu_median_ms']:.1f} ms, {r['digits']} digits found "
+                     f"({r['runs']} runs, torch, 1 OpenCV thread, decoding included)")  # fmt: skip
     lines.append("machine: " + format_machine(result["machine"]))
     return "\n".join(lines)
 

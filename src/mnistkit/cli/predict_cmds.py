@@ -20,15 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mnistkit import rundir
 from mnistkit.errors import ImageError, MnistkitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
-CHUNK = 256  # images preprocessed and classified together: one forward pass each
+CHUNK = 256  # inputs expanded and read together (each reading is one forward pass)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    help = "recognize digits in images: files, folders (recursive) or - for stdin"
+    help = "read digits and numbers in images: files, folders (recursive) or - for stdin"
     p = sub.add_parser("predict", help=help, description=help, parents=[common],
                        usage="mnistkit predict [-h] [options] [RUN_DIR] IMAGE [IMAGE ...]")  # fmt: skip
     p.add_argument("inputs", metavar="[RUN_DIR] IMAGE", nargs="+",
@@ -130,15 +132,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         preds = {}
         if any(item.error is None for item in chunk):
             clf = clf or load_classifier(args, run_dir)
-            done = []
             for item in chunk:
                 if item.error is None:
                     try:
-                        done.append((item, clf.preprocess(item.source)))
+                        preds[id(item)] = clf.read(item.source)
                     except ImageError as e:
                         item.error = str(e)
-            found = clf.predict_preprocessed([p for _, p in done])
-            preds = dict(zip([id(it) for it, _ in done], found, strict=True))
         for item in chunk:
             if item.error is not None:
                 failed += 1
@@ -146,8 +145,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             else:
                 pred = preds[id(item)]
                 row = {"file": item.name, **pred.to_dict(args.top_k)}
-                if save_dir is not None:
-                    row["input28"] = str(save_input(save_dir, item.name, pred.input28))
+                if save_dir is not None and pred.digits:
+                    # Several digits: their 28x28 images side by side, left to right.
+                    seen = np.concatenate([d.input28 for d in pred.digits], axis=1)
+                    row["input28"] = str(save_input(save_dir, item.name, seen))
             if table is not None:
                 table.print(row)
             else:
@@ -158,29 +159,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 class Table:
-    """One line per input, printed as soon as it is known."""
+    """One line per input, printed as soon as it is known: the number read (one digit or
+    several), p (of the digit; of the least sure digit of a number) and the top guesses (of a
+    single digit)."""
 
     def __init__(self, top_k: int):
         self.top_k = top_k
         self.header = False
 
     def print(self, row: dict[str, Any]) -> None:
+        width = 9 * self.top_k
         if not self.header:
-            print(f"{'label':>5}  {'p':>5}  {'top ' + str(self.top_k):<{9 * self.top_k}}  file")
+            print(f"{'number':>8}  {'p':>5}  {'top ' + str(self.top_k):<{width}}  file")
             self.header = True
         if "error" in row:
             msg = row["error"] if row["file"] in row["error"] else f"{row['file']}: {row['error']}"
-            print(f"{'-':>5}  {'-':>5}  {'error':<{9 * self.top_k}}  {msg}")
+            print(f"{'-':>8}  {'-':>5}  {'error':<{width}}  {msg}")
             return
-        top = "  ".join(f"{t['label']} {t['p']:.3f}" for t in row["top"])
+        top = "  ".join(f"{t['label']} {t['p']:.3f}" for t in row["top"] or [])
         note = f"  (not a digit? {row['not_digit']})" if row["not_digit"] else ""
-        p = row["top"][0]["p"]
-        print(f"{row['label']:>5}  {p:5.3f}  {top:<{9 * self.top_k}}  {row['file']}{note}")
+        ps = [d["p"] for d in row["digits"]]
+        p = f"{min(ps):5.3f}" if ps else "-"
+        print(f"{row['number'] or '-':>8}  {p:>5}  {top or '-':<{width}}  {row['file']}{note}")
 
 
 def save_input(folder: Path, name: str, image28: Any) -> Path:
     """The 28x28 image as an 8-bit PNG named after its input (path separators -> __)."""
-    import numpy as np
     from PIL import Image
 
     from mnistkit.fileio import write_atomic

@@ -162,6 +162,8 @@ def drop_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
     if rest.sum() < 0.02 * mask.sum():
         return mask  # the lines are all there is
     ys, xs = np.nonzero(mask & ~(rules | box)[labels])
+    if len(ys) == 0:
+        return mask  # rules and boxes are all there is (a crop of a form's cell edges)
     ry0, ry1, rx0, rx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     margin = LINE_OVERHANG * max(ry1 - ry0, rx1 - rx0)
     near_rest = cv2.dilate(rest.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)

@@ -5,6 +5,7 @@
     clf = mnistkit.load("runs/fast")                 # or backend="onnx" after `mnistkit export`
     pred = clf.predict("my_digit.jpg")               # -> Prediction(label=7, p=0.998)
     pred.input28                                     # the 28x28 image the model saw
+    clf.read("postcode.jpg").number                  # -> "75013"; .digits: each digit read
     clf.predict(x_test[:5])                          # a batch (N, 28, 28) -> N predictions
     mnistkit.load()                                  # the default model (``default_model``)
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, overload
 
@@ -32,54 +32,19 @@ from mnistkit.calibration import temperature_of
 from mnistkit.errors import MnistkitError
 from mnistkit.infer.export import ONNX_FILE, onnx_session, softmax
 from mnistkit.infer.images import MAX_BYTES, MAX_PIXELS, ImageSource
+from mnistkit.infer.prediction import (  # noqa: F401  (re-exported: their home before)
+    MAX_INK,
+    MIN_CONFIDENCE,
+    DigitRead,
+    Prediction,
+    make_prediction,
+    reading_prediction,
+)
 from mnistkit.infer.preprocess import Preprocessed, preprocess
+from mnistkit.infer.read import read_digits
 from mnistkit.rundir import RunDir
 
-# Below this top (calibrated) probability a "digit" is likely a scribble, a letter or two
-# digits: the answer is still given, flagged. The largest threshold at which the flag falls on
-# no more real digits than the rule before calibration (0.5 on the model's own probabilities)
-# did: `benchmarks/not_a_digit.py` on `fast` (seed 0, T = 0.43) flags 1.25 % of its 2,000
-# held-out training digits and 2.40 % of photos made of them (before: 1.60 and 2.65 %; 0.9
-# flags 1.70 %), and 49 % of printed letters and 56 % of scribbles (before: 48 and 57 %).
-# At 0.5 on calibrated probabilities it would catch only 7 % of the letters.
-MIN_CONFIDENCE = 0.85
-# MNIST digits cover 19 % of the 28x28 field on average and under 45 % always; a blob that
-# covers more is a smudge, a thumb or a filled shape.
-MAX_INK = 0.5
-
 Forward = Callable[[np.ndarray], np.ndarray]  # (N, 1, 28, 28) float32 -> logits (N, 10)
-
-
-@dataclass(repr=False)
-class Prediction:
-    """What the model made of one image.
-
-    Attributes:
-        label: the most probable digit.
-        probabilities: 10 floats summing to 1, index = digit.
-        top: (digit, probability) pairs, most probable first (all 10).
-        input28: (28, 28) float32 in [0, 1]: the image the model saw.
-        not_digit: why this is probably not a digit (blank page, low confidence...), or None.
-    """
-
-    label: int
-    probabilities: list[float]
-    top: list[tuple[int, float]]
-    input28: np.ndarray
-    not_digit: str | None = None
-
-    def __repr__(self) -> str:  # one line, as a person reads it; input28 stays out
-        note = f", not_digit={self.not_digit!r}" if self.not_digit else ""
-        return f"Prediction(label={self.label}, p={self.top[0][1]:.3f}{note})"
-
-    def to_dict(self, top_k: int = 3) -> dict[str, Any]:
-        """JSON-ready: label, probabilities, top-k as [{"label", "p"}], not_digit."""
-        return {
-            "label": self.label,
-            "probabilities": [round(p, 6) for p in self.probabilities],
-            "top": [{"label": k, "p": round(p, 6)} for k, p in self.top[:top_k]],
-            "not_digit": self.not_digit,
-        }
 
 
 class Classifier:
@@ -195,16 +160,32 @@ class Classifier:
             One :class:`Prediction`, or a list of N for a batch array.
         """
         if isinstance(image, np.ndarray) and _is_batch(image):
-            return self.predict_batch(list(image.reshape(-1, 28, 28)))
-        return self.predict_batch([image])[0]
+            return self.predict_preprocessed([preprocess(a) for a in image.reshape(-1, 28, 28)])
+        return self.read(image)
+
+    def read(self, image: ImageSource) -> Prediction:
+        """Every digit of an image, left to right: a number, or one digit.
+
+        Args:
+            image: a path, bytes, a file object, a PIL image or an array (as :meth:`predict`).
+
+        Returns:
+            A :class:`Prediction` with ``number`` and ``digits``; ``label``, ``probabilities``,
+            ``top`` and ``input28`` when exactly one digit was found, None otherwise.
+
+        Raises:
+            ImageError / ImageTooLargeError: the image cannot be read.
+        """
+        reading = read_digits(image, self.predict_arrays, self.max_bytes, self.max_pixels)
+        return reading_prediction(reading)
 
     def predict_batch(self, images: Sequence[ImageSource]) -> list[Prediction]:
-        """Preprocess every image, then classify them all in one forward pass per batch.
+        """:meth:`read` each image (each reading is one forward pass of its candidate digits).
 
         Raises:
             ImageError / ImageTooLargeError: for the first image that cannot be read.
         """
-        return self.predict_preprocessed([self.preprocess(im) for im in images])
+        return [self.read(im) for im in images]
 
     def predict_preprocessed(self, items: Sequence[Preprocessed]) -> list[Prediction]:
         """Classify images that :meth:`preprocess` already made (the CLI keeps errors apart)."""
@@ -226,25 +207,6 @@ def _stderr(message: str) -> None:
     import sys
 
     print(f"mnistkit: {message}", file=sys.stderr, flush=True)
-
-
-def make_prediction(probs: np.ndarray, item: Preprocessed) -> Prediction:
-    order = np.argsort(-probs, kind="stable")
-    top = [(int(k), float(probs[k])) for k in order]
-    reason = None
-    if item.blank:
-        reason = "blank: no ink found"
-    elif float(item.image.mean()) > MAX_INK:
-        reason = f"ink covers {item.image.mean():.0%} of the image: a smudge or a filled shape?"
-    elif top[0][1] < MIN_CONFIDENCE:
-        reason = f"low confidence: top probability {top[0][1]:.2f} < {MIN_CONFIDENCE}"
-    return Prediction(
-        label=top[0][0],
-        probabilities=[float(p) for p in probs],
-        top=top,
-        input28=item.image,
-        not_digit=reason,
-    )
 
 
 def _torch_forward(

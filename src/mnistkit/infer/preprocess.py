@@ -35,23 +35,16 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from mnistkit.infer.images import MAX_BYTES, MAX_PIXELS, ImageSource, array_to_float, load_array
-from mnistkit.infer.paper import (
-    MIN_CONTRAST,
-    estimate_paper,
-    ink_direction,
-    ink_signal,
-    projected_surface,
-)
-from mnistkit.infer.pieces import drop_lines, edge_bands, select_digit, stroke_width
+from mnistkit.infer.images import MAX_BYTES, MAX_PIXELS, ImageSource, array_to_float, load_scaled
+from mnistkit.infer.inkmap import InkMap, ink_map, unit
+from mnistkit.infer.paper import ink_signal
+from mnistkit.infer.pieces import select_digit, stroke_width
 
 # Working sizes, px. A JPEG is decoded at a reduced scale down to DECODE px (a 12 MP photo as
 # 1000 x 750: a digit a tenth of the page high is still 75 px); detection runs on the image
-# shrunk by the whole factor that brings it nearest WORK px (a 1000 px image at 500 px, in a
-# quarter of the time); a digit under BOX px there is cut from the decoded image instead. The
-# digit is brought to BOX px high, 4x the final 20, for the stroke work.
+# shrunk nearer to 512 px (``inkmap.WORK``); a digit under BOX px there is cut from the decoded
+# image instead. The digit is brought to BOX px high, 4x the final 20, for the stroke work.
 DECODE = 1000
-WORK = 512
 BOX = 80
 # Stroke width at BOX scale, measured with the same estimator on the 10,000 MNIST test digits
 # (benchmarks/handwriting.py --calibrate): 10th percentile, median, 90th percentile.
@@ -103,63 +96,45 @@ def preprocess(
     if isinstance(source, np.ndarray) and np.squeeze(source).shape == (28, 28):
         img = array_to_float(np.squeeze(source))[..., 0]
         return Preprocessed(np.clip(img, 0, 1).astype(np.float32), blank=not img.any())
-    pixels = load_array(source, max_bytes=max_bytes, max_pixels=max_pixels, max_side=DECODE)
-    return mnist_style(pixels)
+    pixels, scale = load_scaled(source, max_bytes=max_bytes, max_pixels=max_pixels, max_side=DECODE)
+    return mnist_style(pixels, scale)
 
 
-def channels(pixels: np.ndarray) -> np.ndarray:
-    """(H, W, 1) -> (H, W): OpenCV keeps a single channel as 2-D."""
-    return pixels[..., 0] if pixels.shape[2] == 1 else pixels
-
-
-def unit(a: np.ndarray) -> np.ndarray:
-    """Pixels as float32 in [0, 1] (uint8 / 255)."""
-    return a.astype(np.float32) * np.float32(1 / 255) if a.dtype == np.uint8 else a
-
-
-def mnist_style(pixels: np.ndarray) -> Preprocessed:
+def mnist_style(pixels: np.ndarray, scale: float = 1.0) -> Preprocessed:
     """The pipeline on decoded pixels: (H, W, C) uint8, or float32 in [0, 1] ->
-    :class:`Preprocessed`."""
-    h, w, _ = pixels.shape
+    :class:`Preprocessed`. ``scale``: source px per decoded px (for the bbox)."""
+    m = ink_map(pixels, scale)
+    keep = select_digit(m.mask, m.smooth) if m is not None else None
+    if m is None or keep is None or not keep.any():
+        return Preprocessed(np.zeros((28, 28), np.float32), blank=True)
+    return cut_digit(m, keep)
+
+
+def cut_digit(m: InkMap, keep: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Preprocessed:
+    """Steps 4-6 for the digit made of ``keep``'s pixels: its ink cut from the page, strokes
+    made bilevel and normalized, fitted and centred in 28x28.
+
+    ``keep``: a work-scale mask of ``m``, or of a window of it whose top-left corner is at
+    ``origin`` (y, x): a number's digits are cut from windows (a full-page mask per candidate
+    digit made a 6-digit number 4x slower).
+    """
     blank = Preprocessed(np.zeros((28, 28), np.float32), blank=True)
-    src = channels(pixels)
-    # Shrunk by a whole factor: OpenCV's area average is several times faster then (a 1000 px
-    # photo: 2 ms, not 5).
-    f = 1.0 / max(1, round(max(h, w) / WORK))
-    size = (max(1, w // round(1 / f)), max(1, h // round(1 / f)))
-    work = unit(src if f == 1 else cv2.resize(src, size, interpolation=cv2.INTER_AREA))
-    paper = estimate_paper(work)
-    direction = None
-    if work.ndim == 3:
-        # The ink's colour, from the grid (or a sample of a flat canvas).
-        if paper.grid is not None:
-            sample = paper.sign * (paper.grid - paper.surface)
-        else:
-            step = max(1, int(np.sqrt(work.shape[0] * work.shape[1] / 16384)))
-            sample = paper.sign * (work[::step, ::step] - paper.surface)
-        sample = sample.reshape(-1, work.shape[2])
-        norm = np.sqrt((sample * sample).sum(axis=1))
-        direction = ink_direction(sample, norm > max(MIN_CONTRAST / 2, 0.5 * float(norm.max())))
-        if direction is None:
-            return blank
-    surface = projected_surface(paper, direction, (work.shape[1], work.shape[0]))
-    signed = ink_signal(work, paper, direction, surface, signed=True)
-    ink = np.maximum(signed, 0.0)
-    found = find_ink(ink, signed, flat=paper.grid is None)
-    if found is None:
+    f, src, ink, paper, direction, surface = m.f, m.src, m.ink, m.paper, m.direction, m.surface
+    ys, xs = np.nonzero(keep)
+    if len(ys) == 0:
         return blank
-    keep, level = found
-    # The ink's box (end exclusive); cv2.boundingRect takes 0.01 ms where np.nonzero took
-    # 0.27 on the drawing page's canvas.
-    bx, by, bw, bh = cv2.boundingRect(keep.view(np.uint8))
-    wh, ww = keep.shape
+    ys, xs = ys + origin[0], xs + origin[1]
+    wh, ww = ink.shape
+    h, w = src.shape[:2]
     pad = 2
-    y0, y1 = max(0, by - pad), min(wh, by + bh + pad)
-    x0, x1 = max(0, bx - pad), min(ww, bx + bw + pad)
+    y0, y1 = max(0, ys.min() - pad), min(wh, ys.max() + 1 + pad)
+    x0, x1 = max(0, xs.min() - pad), min(ww, xs.max() + 1 + pad)
+    local = np.zeros((y1 - y0, x1 - x0), np.float32)
+    local[ys - y0, xs - x0] = 1.0
     fy, fx = h / wh, w / ww
-    box_h, box_w = bh * fy, bw * fx
+    box_h, box_w = (ys.max() + 1 - ys.min()) * fy, (xs.max() + 1 - xs.min()) * fx
     s = BOX / max(box_h, box_w)  # source px -> BOX-scale px
-    if f < 1 and max(bh, bw) < BOX:
+    if f < 1 and max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()) < BOX:
         # A small digit on a big page: its own pixels from the full image.
         X0, X1 = int(np.floor(x0 * fx)), int(np.ceil(x1 * fx))
         Y0, Y1 = int(np.floor(y0 * fy)), int(np.ceil(y1 * fy))
@@ -177,7 +152,7 @@ def mnist_style(pixels: np.ndarray) -> Preprocessed:
     # Only the chosen pieces (grown a little): specks and line stubs inside the box stay out.
     # (Area-averaged, not nearest: a piece 2 px wide shrunk to 1 px is kept.)
     piece = cv2.resize(
-        keep[y0:y1, x0:x1].astype(np.float32),
+        local,
         (cw, ch),
         interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR,
     )
@@ -203,76 +178,10 @@ def mnist_style(pixels: np.ndarray) -> Preprocessed:
     return Preprocessed(
         image=image,
         polarity="light-on-dark" if paper.sign > 0 else "dark-on-light",
-        contrast=round(level, 4),
-        bbox=(
-            int(bx * fx),
-            int(by * fy),
-            int(np.ceil((bx + bw) * fx)),
-            int(np.ceil((by + bh) * fy)),
-        ),
+        contrast=round(m.level, 4),
+        bbox=m.source_box(xs, ys),
         stroke_scale=stroke_scale,
     )
-
-
-def find_ink(
-    ink: np.ndarray, signed: np.ndarray, flat: bool = False
-) -> tuple[np.ndarray, float] | None:
-    """The digit's mask on the work image and the ink's level, or None for an empty page.
-
-    The split between paper and ink is Otsu's on the smoothed ink signal: it holds when the ink
-    is a small minority of the frame and when it is most of it (a tight crop, a digit drawn
-    across the whole canvas), where a threshold from the paper's spread alone rose above the
-    ink itself. It is kept above the noise, measured on differences of neighbouring pixels (a
-    measure that does not depend on how much of the frame is ink).
-
-    ``flat``: the paper is one flat colour (a drawing app's canvas). Without noise there is no
-    smoothing, no hysteresis, and no paper edge or ruled line to look for: the fast path for
-    the drawing page (a 280 px canvas in about a millisecond).
-    """
-    # Noise of the smoothed signal: a 3x3 mean divides white noise's sigma by 3.
-    # On the signal before negatives are cut: cut, the paper's noise is half zeros, and its
-    # spread came out half as large (the noise of small photos then passed as ink).
-    rows = signed[:: max(1, ink.shape[0] // 128)]
-    d = np.abs(np.diff(rows, axis=1)).ravel() if ink.shape[1] > 1 else np.zeros(1)
-    # The median is 0 exactly when over half the differences are 0: on a flat canvas a count
-    # (0.01 ms) tells it before a sort (0.2 ms on the drawing page's canvas).
-    zero = flat and 2 * np.count_nonzero(d) < d.size
-    sigma = 0.0 if zero else 1.4826 * float(np.median(d)) / np.sqrt(2) / 3
-    if flat and sigma == 0:
-        top = float(ink.max())
-        if top < MIN_CONTRAST:
-            return None
-        keep = select_digit(ink > 0.3 * top, ink)
-        return (keep, top) if keep is not None else None
-    smooth = cv2.blur(ink, (3, 3)) if min(ink.shape) >= 9 else ink
-    top = float(smooth.max())
-    if top < MIN_CONTRAST:
-        return None
-    q = np.round(smooth * (255 / top)).astype(np.uint8)
-    otsu, _ = cv2.threshold(q, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    split = max(otsu * top / 255, 6 * sigma, MIN_CONTRAST / 2)
-    above = smooth[smooth > split]
-    if above.size == 0:
-        return None
-    level = float(np.median(above))
-    if level < MIN_CONTRAST or level < 8 * sigma:
-        return None
-    # Hysteresis (Canny's): pixels above a low threshold count when they connect to some above
-    # a high one, so a faint or thin stroke stays in one piece and faint noise stays out.
-    low = smooth > max(0.3 * level, 4 * sigma)
-    high = smooth > max(0.5 * level, 6 * sigma)
-    n, labels = cv2.connectedComponents(low.astype(np.uint8), connectivity=8)
-    hit = np.zeros(n, bool)
-    hit[labels[high]] = True
-    hit[0] = False
-    mask = hit[labels]
-    # Paper edges (a strip of table in a photo) and rules, grids and box edges out.
-    mask &= ~edge_bands(mask)
-    mask = drop_lines(mask, smooth > max(0.15 * level, 4 * sigma))
-    keep = select_digit(mask, smooth)
-    if keep is None or not keep.any():
-        return None
-    return keep, level
 
 
 @functools.lru_cache(maxsize=64)  # two per image, 0.1 ms each to build

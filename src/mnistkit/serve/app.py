@@ -176,13 +176,19 @@ class TrustedHosts:
 
 
 def prediction_json(pred: Any) -> dict[str, Any]:
-    """The answer of ``POST /api/predict`` for one :class:`Prediction`: its top 3 and input28."""
-    return {
-        **pred.to_dict(top_k=3),
-        # 3 decimals: 784 numbers for display, about 4 kB instead of 15. numpy rounds them
-        # as round() does (the same JSON on 200,000 values) in 0.02 ms instead of 0.47.
-        "input28": np.round(np.asarray(pred.input28, np.float64), 3).tolist(),
-    }
+    """The answer of ``POST /api/predict`` for one :class:`Prediction`: the number, each digit
+    with its 28x28 input, and (one digit) its top 3 and input28."""
+    out = pred.to_dict(top_k=3)
+    for d, digit in zip(out["digits"], pred.digits, strict=True):
+        d["input28"] = _rows(digit.input28)
+    out["input28"] = _rows(pred.input28) if pred.input28 is not None else None
+    return out
+
+
+def _rows(image: Any) -> list[list[float]]:
+    # 3 decimals: 784 numbers for display, about 4 kB instead of 15. numpy rounds them as
+    # round() does (the same JSON on 200,000 values) in 0.02 ms instead of 0.47.
+    return np.round(np.asarray(image, np.float64), 3).tolist()
 
 
 def _refuse(request: Request, e: ApiError) -> JSONResponse:

@@ -1,18 +1,20 @@
-// The drawing page: strokes on a canvas -> PNG -> POST /api/predict -> guesses on the page.
+// The drawing page: strokes on a canvas -> PNG -> POST /api/predict -> the number read, a box
+// around each digit with its probability, and the 28 x 28 images the model saw.
 // Plain JavaScript, no libraries, no build step; works offline against `mnistkit serve`.
 "use strict";
 
 (() => {
-  // Brush width as a fraction of the canvas side. A digit drawn across most of the box is
+  // Brush width as a fraction of the canvas height. A digit drawn across most of the height is
   // scaled to MNIST's 20-pixel box, where pen strokes are 2-3 pixels wide: 0.07 lands there.
   const BRUSH = 0.07;
   const DEBOUNCE_MS = 120; // live prediction while drawing, at most one request in flight
-  const EXPORT_SIZE = 280; // px; the server scales it to 28 x 28 like MNIST
+  const EXPORT_HEIGHT = 280; // px; the width follows the pad's shape (a wide pad: 2 x 280)
 
   const pad = document.getElementById("pad");
   const ctx = pad.getContext("2d");
-  const seen = document.getElementById("seen");
-  const seenCtx = seen.getContext("2d");
+  const boxes = document.getElementById("boxes");
+  const digitsEl = document.getElementById("digits");
+  const topList = document.getElementById("top");
   const result = document.getElementById("result");
   const labelEl = document.getElementById("label");
   const guessLine = document.getElementById("guess-line");
@@ -24,7 +26,8 @@
   const clearBtn = document.getElementById("clear");
   const bars = Array.from(document.querySelectorAll("#top li"));
 
-  // Each stroke: {points: [{x, y, w}]} in canvas-independent units (0..1), w = width factor.
+  // Each stroke: {points: [{x, y, w}]} in units of the pad's height (y in 0..1, x in 0..width
+  // / height), w = width factor: a phone turned sideways keeps the drawing's shape.
   const strokes = [];
   let current = null;
   let timer = 0;
@@ -48,8 +51,8 @@
 
   function redraw() {
     ctx.clearRect(0, 0, pad.width, pad.height);
-    for (const s of strokes) drawStroke(ctx, s, pad.width, inkColor());
-    if (current) drawStroke(ctx, current, pad.width, inkColor());
+    for (const s of strokes) drawStroke(ctx, s, pad.height, inkColor());
+    if (current) drawStroke(ctx, current, pad.height, inkColor());
   }
 
   // A smooth line through the points: quadratic curves between midpoints, round ends, the
@@ -85,8 +88,9 @@
     const rect = pad.getBoundingClientRect();
     // Mouse and touch report a constant pressure; only a pen's pressure shapes the line.
     const w = e.pointerType === "pen" && e.pressure > 0 ? 0.55 + 0.9 * e.pressure : 1;
+    const aspect = rect.width / rect.height;
     return {
-      x: Math.min(1, Math.max(0, (e.clientX - rect.left) / rect.width)),
+      x: Math.min(aspect, Math.max(0, (e.clientX - rect.left) / rect.height)),
       y: Math.min(1, Math.max(0, (e.clientY - rect.top) / rect.height)),
       w,
     };
@@ -175,13 +179,15 @@
   // The drawing as MNIST sees digits: white ink on black, whatever the page's colours.
   function exportPng() {
     const off = document.createElement("canvas");
-    off.width = off.height = EXPORT_SIZE;
+    const rect = pad.getBoundingClientRect();
+    off.height = EXPORT_HEIGHT;
+    off.width = Math.round((EXPORT_HEIGHT * rect.width) / rect.height);
     const c = off.getContext("2d");
     c.fillStyle = "#000";
-    c.fillRect(0, 0, EXPORT_SIZE, EXPORT_SIZE);
+    c.fillRect(0, 0, off.width, off.height);
     const all = current ? strokes.concat([current]) : strokes;
-    for (const s of all) drawStroke(c, s, EXPORT_SIZE, "#fff");
-    return new Promise((resolve) => off.toBlob(resolve, "image/png"));
+    for (const s of all) drawStroke(c, s, EXPORT_HEIGHT, "#fff");
+    return new Promise((resolve) => off.toBlob((blob) => resolve({ blob, width: off.width }), "image/png"));
   }
 
   async function predict() {
@@ -195,7 +201,7 @@
     const seq = ++sent;
     result.dataset.state = "pending";
     try {
-      const blob = await exportPng();
+      const { blob, width } = await exportPng();
       const resp = await fetch("/api/predict", {
         method: "POST",
         headers: { "Content-Type": "image/png" },
@@ -203,7 +209,7 @@
       });
       const body = await resp.json().catch(() => ({ error: `HTTP ${resp.status}` }));
       if (seq === sent && strokes.length + (current ? 1 : 0) > 0) {
-        if (resp.ok) show(body, count);
+        if (resp.ok) show(body, count, width);
         else showError(body.error || `HTTP ${resp.status}`);
       }
     } catch (err) {
@@ -221,12 +227,24 @@
     return p >= 0.995 ? "100%" : p < 0.005 ? "<1%" : `${Math.round(p * 100)}%`;
   }
 
-  function show(r, count) {
-    labelEl.textContent = String(r.label);
-    const p = r.probabilities[r.label];
-    guessLine.textContent = `Looks like a ${r.label}`;
-    confidence.textContent = `${pct(p)} sure`;
-    const top = r.top.slice(0, 3);
+  function show(r, count, width) {
+    const digits = r.digits || [];
+    const one = digits.length === 1 && r.label !== null && r.label !== undefined;
+    labelEl.textContent = r.number || "?";
+    labelEl.classList.toggle("long", (r.number || "").length > 2);
+    if (!digits.length) {
+      guessLine.textContent = "No digit found";
+      confidence.textContent = "";
+    } else if (one) {
+      guessLine.textContent = `Looks like a ${r.label}`;
+      confidence.textContent = `${pct(r.probabilities[r.label])} sure`;
+    } else {
+      guessLine.textContent = `Reads as ${r.number}: ${digits.length} digits`;
+      const least = Math.min(...digits.map((d) => d.p));
+      confidence.textContent = `least sure digit ${pct(least)}`;
+    }
+    const top = one ? r.top.slice(0, 3) : [];
+    topList.hidden = !one;
     bars.forEach((li, i) => {
       const t = top[i];
       li.querySelector(".bar-label").textContent = t ? String(t.label) : "–";
@@ -237,13 +255,50 @@
     note.hidden = !r.not_digit;
     note.textContent = r.not_digit ? `Probably not a digit: ${r.not_digit}` : "";
     result.classList.toggle("unsure", Boolean(r.not_digit));
-    drawSeen(r.input28);
+    showBoxes(digits, width);
+    showDigits(digits);
     statusEl.textContent = "";
     result.dataset.state = "done";
     result.dataset.strokes = String(count);
+    result.dataset.number = r.number || "";
   }
 
-  function drawSeen(rows) {
+  // A box around each digit on the pad, in the exported image's pixels (280 high) -> percent.
+  function showBoxes(digits, width) {
+    boxes.replaceChildren(
+      ...digits.map((d) => {
+        const [x0, y0, x1, y1] = d.bbox;
+        const el = document.createElement("div");
+        el.className = "box";
+        el.style.left = `${(100 * x0) / width}%`;
+        el.style.top = `${(100 * y0) / EXPORT_HEIGHT}%`;
+        el.style.width = `${(100 * (x1 - x0)) / width}%`;
+        el.style.height = `${(100 * (y1 - y0)) / EXPORT_HEIGHT}%`;
+        const tag = document.createElement("span");
+        tag.textContent = `${d.label} · ${pct(d.p)}`;
+        el.append(tag);
+        return el;
+      }),
+    );
+  }
+
+  // Each digit's 28 x 28 input, enlarged, with its label and probability.
+  function showDigits(digits) {
+    digitsEl.replaceChildren(
+      ...digits.map((d) => {
+        const li = document.createElement("li");
+        const c = document.createElement("canvas");
+        c.width = c.height = 28;
+        drawSeen(c.getContext("2d"), d.input28);
+        const cap = document.createElement("span");
+        cap.textContent = `${d.label} · ${pct(d.p)}`;
+        li.append(c, cap);
+        return li;
+      }),
+    );
+  }
+
+  function drawSeen(seenCtx, rows) {
     const img = seenCtx.createImageData(28, 28);
     for (let y = 0; y < 28; y++) {
       for (let x = 0; x < 28; x++) {
@@ -260,20 +315,23 @@
     clearTimeout(timer);
     sent++; // an answer still in flight is for a drawing that is gone
     labelEl.textContent = "?";
-    guessLine.textContent = "Draw a digit to see the model's guess.";
+    labelEl.classList.remove("long");
+    guessLine.textContent = "Draw a digit or a number to see what the model reads.";
     confidence.textContent = "";
     note.hidden = true;
+    topList.hidden = false;
     result.classList.remove("unsure");
     bars.forEach((li) => {
       li.querySelector(".bar-label").textContent = "–";
       li.querySelector(".fill").style.width = "0";
       li.querySelector(".pct").textContent = "–";
     });
-    seenCtx.fillStyle = "#000";
-    seenCtx.fillRect(0, 0, 28, 28);
+    boxes.replaceChildren();
+    digitsEl.replaceChildren();
     statusEl.textContent = "";
     result.dataset.state = "idle";
     result.dataset.strokes = "0";
+    result.dataset.number = "";
   }
 
   function showError(message) {
