@@ -162,6 +162,19 @@ def pick_fault(rng: random.Random, out: Path) -> tuple[str, dict[str, str]]:
     return f"ASYNC@{rng.uniform(0.5, 3.0):.2f}", {"MNISTKIT_STEP_SLEEP": "0.02"}
 
 
+def test_a_kill_right_after_the_last_rename_leaves_the_finished_run(reference, tmp_path):
+    """Killed after metrics.json, its last file, was renamed into place: the run is whole, and a
+    --resume of it says it already ran (what the random chains below must expect too)."""
+    data_dir, ref = reference
+    out = tmp_path / "run"
+    last = 1 + EPOCHS + 4  # config.json, a checkpoint per epoch, the run's 4 files
+    killed = run(data_dir, out, MNISTKIT_FAULT=f"KILLRENAME@{last}")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert_same_run(ref, out)
+    again = run(data_dir, out, resume=True)
+    assert again.returncode == 2 and f"already ran {EPOCHS} epochs" in again.stderr
+
+
 def test_kill_9_at_random_points_always_resumes_exactly(reference, tmp_path):
     """``kill -9`` anywhere (inside a step, mid-write of any file, right after a rename, at a
     random moment from outside): the next ``--resume`` works, and every chain of kills and
@@ -196,6 +209,9 @@ def test_kill_9_at_random_points_always_resumes_exactly(reference, tmp_path):
                 break
             assert code == -signal.SIGKILL, (fault, stderr)
             kills.append(fault)
+            if (out / runs.METRICS).is_file():  # killed after the rename of its last file
+                finished = True
+                break
             if not (out / "config.json").is_file():  # killed before the run existed
                 first = True
                 continue
