@@ -158,7 +158,7 @@ def test_a_folder_that_is_no_run(tmp_path):
         empty.config()
 
 
-def test_report_and_export_wait_for_a_training_that_holds_the_run(tiny_registered, tmp_path,
+def test_report_and_export_are_refused_while_a_training_holds_the_run(tiny_registered, tmp_path,
                                                                   capsys):  # fmt: skip
     """`evaluate --report` and `export` write into the run directory: while another process
     holds it (a training rewriting its weights), each is refused in one line and writes nothing;

@@ -81,39 +81,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
         socks = [server.bind(args.host, args.port)]
     else:
         socks = server.bind_each(args.host, args.port, args.workers)
-    quiet = getattr(args, "quiet", False)
-    setup_logging(quiet, args.workers)
-    backend = _choose_backend(args)
-    run_dir = args.run_dir
-    if run_dir is None:  # trained here once, not by every worker at once
-        from mnistkit.infer.default_model import ensure_default_model
+    try:
+        quiet = getattr(args, "quiet", False)
+        setup_logging(quiet, args.workers)
+        backend = _choose_backend(args)
+        run_dir = args.run_dir
+        if run_dir is None:  # trained here once, not by every worker at once
+            from mnistkit.infer.default_model import ensure_default_model
 
-        run_dir = str(ensure_default_model(
-            cache_dir=getattr(args, "cache_dir", None), data_dir=getattr(args, "data_dir", None),
-            onnx=backend == "onnx", log=None if quiet else lambda m: log(args, m),
-        ))  # fmt: skip
-    settings = ServeSettings(
-        run_dir=run_dir, backend=backend, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
-        timeout=args.timeout, max_batch=args.max_batch, max_connections=args.max_connections,
-        allowed_hosts=tuple(hosts) if hosts is not None else None, quiet=quiet,
-        threads=threads_per_worker(args.workers),
-    )  # fmt: skip
-    port = socks[0].getsockname()[1]  # --port 0: the one the system chose
+            run_dir = str(ensure_default_model(
+                cache_dir=getattr(args, "cache_dir", None), data_dir=getattr(args, "data_dir", None),
+                onnx=backend == "onnx", log=None if quiet else lambda m: log(args, m),
+            ))  # fmt: skip
+        settings = ServeSettings(
+            run_dir=run_dir, backend=backend, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
+            timeout=args.timeout, max_batch=args.max_batch, max_connections=args.max_connections,
+            allowed_hosts=tuple(hosts) if hosts is not None else None, quiet=quiet,
+            threads=threads_per_worker(args.workers),
+        )  # fmt: skip
+        port = socks[0].getsockname()[1]  # --port 0: the one the system chose
 
-    def announce(info: dict[str, Any]) -> None:
-        acc = info.get("test_accuracy")
-        acc_text = f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
-        procs = f", {args.workers} workers" if args.workers > 1 else ""
-        log(args, f"serving {info['run_dir']} ({info.get('recipe', '?')}{acc_text}, "
-                  f"{backend}{procs})")  # fmt: skip
-        log(args, f"open http://{_url_host(args.host)}:{port}/ to draw digits; Ctrl+C stops")
+        def announce(info: dict[str, Any]) -> None:
+            acc = info.get("test_accuracy")
+            acc_text = f", test accuracy {acc:.2%}" if isinstance(acc, float) else ""
+            procs = f", {args.workers} workers" if args.workers > 1 else ""
+            log(args, f"serving {info['run_dir']} ({info.get('recipe', '?')}{acc_text}, "
+                      f"{backend}{procs})")  # fmt: skip
+            log(args, f"open http://{_url_host(args.host)}:{port}/ to draw digits; Ctrl+C stops")
 
-    if args.workers == 1:
-        app, info = build_app(settings)
-        announce(info)
-        run_app(app, socks[0], settings)
-    else:
-        Supervisor(socks, settings).run(on_ready=announce)
+        if args.workers == 1:
+            app, info = build_app(settings)
+            announce(info)
+            run_app(app, socks[0], settings)
+        else:
+            Supervisor(socks, settings).run(on_ready=announce)
+    finally:  # a failed start leaves no listening socket behind
+        for sock in socks:
+            sock.close()
     return 0
 
 

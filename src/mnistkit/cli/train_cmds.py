@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -162,14 +163,15 @@ def interrupted(e: TrainingInterrupted) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mnistkit.training.evaluate import evaluate_run
 
-    res = evaluate_run(args.run_dir, device=args.device, data_dir=getattr(args, "data_dir", None),
-                       cache_dir=getattr(args, "cache_dir", None))  # fmt: skip
-    if args.report:
-        from mnistkit.report import write_report
+    data_dir, cache_dir = getattr(args, "data_dir", None), getattr(args, "cache_dir", None)
+    # With --report the figures and the report come from the same weights: while a training
+    # rewrites the run, both are refused before either is computed.
+    with runs.hold(args.run_dir, training=False) if args.report else contextlib.nullcontext():
+        res = evaluate_run(args.run_dir, device=args.device, data_dir=data_dir, cache_dir=cache_dir)
+        if args.report:
+            from mnistkit.report import write_report
 
-        with runs.hold(args.run_dir, training=False):  # not while a training rewrites the run
-            write_report(args.run_dir, data_dir=getattr(args, "data_dir", None),
-                         cache_dir=getattr(args, "cache_dir", None))  # fmt: skip
+            write_report(args.run_dir, data_dir=data_dir, cache_dir=cache_dir)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0

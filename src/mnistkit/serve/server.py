@@ -117,6 +117,9 @@ def bind_each(host: str, port: int, n: int) -> list[socket.socket]:
     Raises:
         MnistkitError: as :func:`bind`.
     """
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise MnistkitError("--workers above 1 needs SO_REUSEPORT, which this system lacks; "
+                            "use --workers 1.")  # fmt: skip
     probe = bind(host, port)
     port = probe.getsockname()[1]  # --port 0: the one the system chose, for all of them
     probe.close()

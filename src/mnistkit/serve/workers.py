@@ -112,6 +112,10 @@ def run_app(app: Any, sock: socket.socket, settings: ServeSettings) -> None:
 
 def _worker(sock: socket.socket, settings: ServeSettings, workers: int, conn: Connection) -> None:
     """A worker process: load, say "ready" (or the error) to the parent, serve until stopped."""
+    # Ctrl-C reaches the whole process group; the parent answers it by stopping the workers
+    # with SIGTERM. Ignored here, it prints no traceback from a worker still loading the model
+    # (uvicorn installs its own handlers once it serves).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _stop_with_parent()
     setup_logging(settings.quiet, workers)
     try:
@@ -227,11 +231,11 @@ def _how(exitcode: int | None) -> str:
 
 
 def default_workers() -> int:
-    """The cores this process may run on (its CPU affinity), else the machine's count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """The cores this process may run on (its CPU affinity) on Linux; 1 elsewhere, where
+    SO_REUSEPORT is missing (Windows) or does not spread connections over the sockets (macOS)."""
+    if not sys.platform.startswith("linux"):
+        return 1
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def threads_per_worker(workers: int) -> int:

@@ -40,7 +40,7 @@ Probe = Callable[[Callable[[], nn.Module], int, float], None]
 
 @dataclass
 class Position:
-    """Where an interrupted epoch stopped: enough for :func:`fit` to finish it exactly."""
+    """Where an interrupted epoch stopped: enough for :meth:`Trainer.fit` to finish it exactly."""
 
     epoch: int  # the epoch in progress, from 1
     step: int  # its steps already taken
