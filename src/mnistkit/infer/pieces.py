@@ -46,8 +46,9 @@ class Pieces:
         st = stats[1:].astype(np.int64)
         contact: np.ndarray
         mass: np.ndarray
-        if n <= 1:  # one piece (a clean drawing, often): nothing to weigh it against
-            contact, mass = np.zeros(n), st[:, 4].astype(np.float64)
+        if n <= 1:  # one piece (a clean drawing, often): no bincount over the labels needed
+            contact = np.zeros(n)
+            mass = np.array([float(ink[labels == 1].sum())]) if n else np.zeros(0)
         else:
             sides = (labels[0], labels[-1], labels[:, 0], labels[:, -1])
             contact = np.max([np.bincount(e, minlength=n + 1)[1:] / len(e) for e in sides], 0)
