@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds a request may take to arrive and be answered (default 10)")  # fmt: skip
     p.add_argument("--max-batch", type=int, default=64,
-                   help="most requests answered by one forward pass (default 64)")  # fmt: skip
+                   help="most requests taken together by the inference thread (default 64)")  # fmt: skip
     # Each connection holds a file descriptor; 1,024 is a common per-process limit.
     p.add_argument("--max-connections", type=int, default=200,
                    help="open connections per worker beyond which requests get 503 "

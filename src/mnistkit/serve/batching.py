@@ -1,7 +1,9 @@
-"""Micro-batching: requests that arrive together share one forward pass, off the event loop.
+"""Micro-batching: requests that arrive together are answered by one call, off the event loop.
 
 One worker thread takes the oldest waiting image and, without waiting any longer, every image
-that queued up behind it (up to ``max_batch``), then calls ``predict_batch`` once. While a batch
+that queued up behind it (up to ``max_batch``), then calls ``predict_batch`` once. (Since a
+prediction reads every digit of its image, each image's candidate digits make one forward pass
+of their own: the batch shares the thread hand-off, not the forward pass.) While a batch
 runs, new requests queue, so the batch size grows with the load by itself and an idle server
 answers a lone request at once (no batching window to wait out).
 """
