@@ -8,7 +8,7 @@ strokes near it), so a single digit reads as it did before numbers were read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,7 +39,6 @@ class Reading:
     items: list[Preprocessed]
     probs: np.ndarray  # (len(items), 10) calibrated
     refused: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def read_digits(
