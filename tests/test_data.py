@@ -259,10 +259,10 @@ CONCURRENT = """
 import sys, json
 from dataclasses import replace
 sys.path.insert(0, {tests!r})
-from conftest import tiny_dataset, write_idx_dir, make_arrays
+from conftest import tiny_dataset
 from pathlib import Path
 from mnistkit import data
-raw = write_idx_dir(Path({tmp!r}) / "src", make_arrays(n_train=3000, n_test=500))
+raw = {{p.name: p.read_bytes() for p in (Path({tmp!r}) / "src").iterdir()}}
 data.DATASETS["tiny"] = replace(tiny_dataset(raw), system_dirs=({tmp!r} + "/src",))
 got = data.load("tiny", cache_dir={tmp!r} + "/cache", log=lambda m: None)
 print(got.source)
@@ -271,6 +271,9 @@ print(got.source)
 
 def test_concurrent_processes_share_one_cache(tmp_path):
     """Four processes start at once on an empty cache: one fills it, the rest read it."""
+    # The source files are written once, before the processes start: each writing them itself,
+    # one read a file that another was rewriting ("is truncated": once in 16 runs of the suite).
+    raw = write_idx_dir(tmp_path / "src", make_arrays(n_train=3000, n_test=500))
     code = CONCURRENT.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
     procs = [
         subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -281,7 +284,6 @@ def test_concurrent_processes_share_one_cache(tmp_path):
     # The lock makes exactly one process fetch; the others wait and read its cache.
     assert sum(s.startswith("system") for s in sources) == 1, sources
     assert sum(s.startswith("cache") for s in sources) == 3, sources
-    raw = write_idx_dir(tmp_path / "check", make_arrays(n_train=3000, n_test=500))
     for name, blob in raw.items():
         assert (tmp_path / "cache" / "tiny" / name).read_bytes() == blob
     assert not list((tmp_path / "cache" / "tiny").glob(".*.tmp"))
