@@ -60,8 +60,6 @@ class ServeSettings:
     max_connections: int
     allowed_hosts: tuple[str, ...] | None
     quiet: bool
-    cache_dir: str | None = None
-    data_dir: str | None = None
 
 
 def setup_logging(quiet: bool, workers: int) -> None:
@@ -89,8 +87,7 @@ def build_app(settings: ServeSettings) -> tuple[Any, dict[str, Any]]:
     keep_freed_memory()  # fresh pages for every request's arrays cost a third of the time
     clf = Classifier.load(
         settings.run_dir, backend=settings.backend, max_bytes=settings.max_bytes,
-        max_pixels=settings.max_pixels, cache_dir=settings.cache_dir,
-        data_dir=settings.data_dir, quiet=settings.quiet, threads=settings.threads,
+        max_pixels=settings.max_pixels, quiet=settings.quiet, threads=settings.threads,
     )  # fmt: skip
     app = create_app(
         clf,
