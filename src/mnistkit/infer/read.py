@@ -14,8 +14,8 @@ import numpy as np
 
 from mnistkit.infer.images import MAX_BYTES, MAX_PIXELS, ImageSource, load_scaled
 from mnistkit.infer.inkmap import InkMap, ink_map
-from mnistkit.infer.pieces import Pieces, select_digit
-from mnistkit.infer.preprocess import DECODE, Preprocessed, cut_digit, preprocess
+from mnistkit.infer.pieces import select_digit
+from mnistkit.infer.preprocess import DECODE, Preprocessed, cut_digit, extent, preprocess
 from mnistkit.infer.segment import LOG_ASPECT, MAX_PRIMITIVES, Costs, Probabilities, segment
 
 # When the digit that select_digit finds is read alone (``alone``, ``read_digits``). Chosen on
@@ -69,7 +69,7 @@ def read_digits(
     m = ink_map(pixels, scale)
     if m is None:
         return Reading([], none)
-    keep = select_digit(m.mask, m.smooth)
+    keep = select_digit(m.mask, m.smooth, m.pieces)
     one = cut_digit(m, keep) if keep is not None and keep.any() else None
     if keep is None or one is None or one.blank:
         return Reading([], none)
@@ -97,12 +97,11 @@ def read_digits(
 def unbroken(keep: np.ndarray) -> bool:
     """No column of paper across the ink wider than ``ALONE_GAP`` of its height: the pieces of
     a digit broken by a pencil or a rule overlap in x; two digits side by side stand apart."""
-    ys, xs = np.nonzero(keep)
-    cols = np.zeros(xs.max() + 1 - xs.min(), bool)
-    cols[xs - xs.min()] = True
+    y0, y1, x0, x1 = extent(keep) or (0, 1, 0, 1)
+    cols = keep[y0:y1, x0:x1].any(0)
     edges = np.flatnonzero(np.diff(np.r_[1, cols.astype(np.int8), 1]))  # starts/ends of runs
     gaps = edges[1::2] - edges[::2] if not cols.all() else np.zeros(1)
-    return float(gaps.max()) <= ALONE_GAP * (ys.max() + 1 - ys.min())
+    return float(gaps.max()) <= ALONE_GAP * (y1 - y0)
 
 
 def alone(m: InkMap, keep: np.ndarray, label: int) -> tuple[float, float, bool]:
@@ -114,10 +113,10 @@ def alone(m: InkMap, keep: np.ndarray, label: int) -> tuple[float, float, bool]:
 
     On photos of one digit made from training digits, the segmentation alone cut 2.5 % in two
     (a wide 0 read as a 6 and a 1)."""
-    p = Pieces.of(m.mask, m.smooth)
+    p = m.pieces
     mass = p.mass[~p.edge_like()]
-    ys, xs = np.nonzero(keep)
-    share = float(m.smooth[ys, xs].sum()) / max(float(mass.sum()), 1e-9)
+    y0, y1, x0, x1 = extent(keep) or (0, 1, 0, 1)
+    share = float(m.smooth[y0:y1, x0:x1][keep[y0:y1, x0:x1]].sum()) / max(float(mass.sum()), 1e-9)
     mean, sd = LOG_ASPECT[label]
-    z = max(0.0, (np.log((xs.max() + 1 - xs.min()) / (ys.max() + 1 - ys.min())) - mean) / sd)
+    z = max(0.0, (np.log((x1 - x0) / (y1 - y0)) - mean) / sd)
     return share, float(z), bool(len(mass) and (mass >= 0.1 * mass.max()).sum() == 1)

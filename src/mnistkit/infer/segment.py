@@ -27,7 +27,6 @@ import cv2
 import numpy as np
 
 from mnistkit.infer.inkmap import InkMap
-from mnistkit.infer.pieces import Pieces
 from mnistkit.infer.preprocess import Preprocessed, cut_digit, disk
 
 Probabilities = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) -> (N, 10)
@@ -217,7 +216,7 @@ def segment(
 def lattice(m: InkMap, probabilities: Probabilities, costs: Costs) -> Lattice | None:
     """Primitives and candidate digits of ``m``'s ink, all read in one batch; None when there
     are too many pieces."""
-    p = Pieces.of(m.mask, m.smooth)
+    p = m.pieces
     if len(p) == 0:
         return Lattice([], 0.0, {})
     if len(p) > 4 * MAX_PRIMITIVES:

@@ -181,7 +181,10 @@ def prediction_json(pred: Any) -> dict[str, Any]:
     out = pred.to_dict(top_k=3)
     for d, digit in zip(out["digits"], pred.digits, strict=True):
         d["input28"] = _rows(digit.input28)
-    out["input28"] = _rows(pred.input28) if pred.input28 is not None else None
+    out["input28"] = None
+    if pred.input28 is not None:  # one digit: the same image, rounded once
+        one = out["digits"][0]["input28"] if len(pred.digits) == 1 else None
+        out["input28"] = one if one is not None else _rows(pred.input28)
     return out
 
 
