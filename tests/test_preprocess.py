@@ -16,6 +16,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from mnistkit.errors import ImageError, ImageTooLargeError
+from mnistkit.infer.pieces import drop_lines
 from mnistkit.infer.preprocess import disk, preprocess
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -220,6 +221,37 @@ def test_a_seven_in_a_tight_crop_keeps_its_bar():
     res = preprocess(page)
     assert res.bbox == (0, 0, 70, 100)
     assert res.image[:10].sum() > 0.25 * res.image.sum()  # the bar is there, on top
+
+
+def test_strokes_across_a_tight_crop_are_not_taken_for_rules(mnist):
+    """Cut tight, a 3's or a 2's strokes cross the frame as a sheet's rules do. Taken for two
+    rules and dropped, the model saw a 3's middle and read a 4 (7 of the 8 errors on 500 tight
+    crops of training digits); of the first 300 2s and 3s of the test split, 11 lost a stroke,
+    1 does now. On ruled paper the rules run on past the digit, and still go."""
+    from digit_kinds import make
+
+    (_, _), (x, y) = mnist
+    idx = np.nonzero((y == 2) | (y == 3))[0][:300]
+    short = []
+    for i in idx:
+        data = make("tight-4", x[i], np.random.default_rng([0, int(i)]))
+        h = Image.open(io.BytesIO(data)).size[1]
+        x0, y0, x1, y1 = preprocess(data).bbox
+        short += [int(i)] if y1 - y0 < 0.9 * h else []
+    assert len(short) <= 2, short
+    page = np.zeros((200, 240), bool)
+    page[60:140, 90:150] = tight_crop_of(x[idx[0]], 80, 60)
+    for row in (50, 90, 130):  # rules 2 px wide, 40 px apart, across the page
+        page[row : row + 2] = True
+    kept = drop_lines(page, page)
+    assert not kept[:, :80].any() and not kept[:, -80:].any()  # the rules beside the digit
+    assert kept[60:140, 90:150].any()
+
+
+def tight_crop_of(digit: np.ndarray, height: int, width: int) -> np.ndarray:
+    ys, xs = np.nonzero(digit > 0)
+    t = digit[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    return cv2.resize(t, (width, height), interpolation=cv2.INTER_CUBIC) > 128
 
 
 def test_faint_pencil_on_a_noisy_colour_photo_is_found(mnist):

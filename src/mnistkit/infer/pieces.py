@@ -19,6 +19,7 @@ LINE_SPAN = 0.6
 LINE_OVERHANG = 0.15
 LINE_FRAME = 0.85  # ... a rule or a grid crosses this fraction of the frame
 LINE_GRID = 256  # px: lines are found on the mask shrunk to this (they need no detail)
+RULE_THIN = 0.6  # a rule within the digit's span is thinner than this x its strokes
 
 
 @dataclass
@@ -162,6 +163,7 @@ def drop_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
     rest = mask & ~candidate[labels]
     if rest.sum() < 0.02 * mask.sum():
         return mask  # the lines are all there is
+    rules &= ruled(rest, x, y, bw, bh, area, horizontal)
     ys, xs = np.nonzero(mask & ~(rules | box)[labels])
     if len(ys) == 0:
         return mask  # rules and boxes are all there is (a crop of a form's cell edges)
@@ -186,6 +188,33 @@ def drop_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
     for kernel in (np.ones((9, 1), np.uint8), np.ones((1, 9), np.uint8)):
         closed = cv2.morphologyEx(out.astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
         out |= closed & gone & mask
+    return out
+
+
+def ruled(
+    rest: np.ndarray, x: np.ndarray, y: np.ndarray, bw: np.ndarray, bh: np.ndarray,
+    area: np.ndarray, horizontal: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """Which lines across the frame can be a sheet's rules rather than the digit's own strokes,
+    given ``rest``, the ink off the lines: a rule runs on past the digit (by a tenth of its
+    size), or is thinner than its strokes (under 0.6 of their width).
+
+    In a crop cut tight to a 3 the top and bottom strokes cross the frame too, two "rules";
+    dropped, the model saw a 3's middle and read a 4 (7 of 8 errors on 500 tight crops of
+    training digits)."""
+    rows, cols = np.flatnonzero(rest.any(1)), np.flatnonzero(rest.any(0))
+    if len(rows) == 0:
+        return np.ones(len(x), bool)
+    width = stroke_width(rest)
+    out = np.ones(len(x), bool)
+    for k in range(1, len(x)):
+        if horizontal[k]:
+            lo, hi, a0, a1, length = x[k], x[k] + bw[k], cols[0], cols[-1] + 1, bw[k]
+        else:
+            lo, hi, a0, a1, length = y[k], y[k] + bh[k], rows[0], rows[-1] + 1, bh[k]
+        margin = 0.1 * (a1 - a0)
+        beyond = lo < a0 - margin or hi > a1 + margin
+        out[k] = beyond or area[k] / max(1, length) < RULE_THIN * width
     return out
 
 
