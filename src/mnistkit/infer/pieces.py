@@ -197,7 +197,9 @@ def framed(piece: np.ndarray, t: int = 3) -> bool:
     return sum(float(side.mean()) >= 0.8 for side in sides) >= 3
 
 
-def select_digit(mask: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
+def select_digit(
+    mask: np.ndarray, ink: np.ndarray, pieces: Pieces | None = None
+) -> np.ndarray | None:
     """The digit's pixels among the mask's connected pieces, or None if there is none.
 
     The main piece is the one with the most ink that is not a paper edge (a piece running along
@@ -206,11 +208,11 @@ def select_digit(mask: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
     dashes): pieces with at least ``JOIN_MASS`` of the main piece's ink, at most ``JOIN_GAP``
     of the group's size away. Dots do not join: a piece no longer than ``DOT`` stroke widths
     of the main piece is a speck of dust, whatever its ink (beside a thin pen's digit a speck
-    can outweigh a stroke).
+    can outweigh a stroke). ``pieces``: ``Pieces.of(mask, ink)`` when the caller has it.
     """
     if not mask.any():
         return None
-    p = Pieces.of(mask, ink)
+    p = pieces if pieces is not None else Pieces.of(mask, ink)
     if len(p) == 1:
         return mask.astype(bool)
     candidates = np.nonzero(~p.edge_like() & (p.area >= 2))[0]
