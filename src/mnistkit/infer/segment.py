@@ -338,11 +338,11 @@ def aspect_cost(prims: list[Primitive], label: int) -> float:
     return float(z * z / 2)
 
 
-def digit_score(probs: np.ndarray, costs: Costs) -> float:
-    """What the model says of one candidate digit (nats): ``confidence`` x log of its top
-    probability less ``entropy`` x the probabilities' entropy."""
-    p = np.maximum(probs.astype(np.float64), 1e-12)
-    return float(costs.confidence * np.log(p.max()) + costs.entropy * (p * np.log(p)).sum())
+def digit_scores(probs: np.ndarray, costs: Costs) -> np.ndarray:
+    """What the model says of candidate digits, (N, 10) -> (N,) nats: ``confidence`` x log of
+    the top probability less ``entropy`` x the probabilities' entropy."""
+    logp = np.log(np.maximum(probs.astype(np.float64), 1e-12))
+    return costs.confidence * logp.max(axis=1) + costs.entropy * (np.exp(logp) * logp).sum(axis=1)
 
 
 def best_path(lat: Lattice, costs: Costs) -> list[tuple[int, int]]:
@@ -355,6 +355,8 @@ def best_reading(lat: Lattice, costs: Costs) -> tuple[list[tuple[int, int]], flo
     (dearly), and its score (nats: log-probabilities less costs)."""
     prims, digits, height = lat.prims, lat.digits, lat.height
     n = len(prims)
+    probs = np.array([d.probs for d in digits.values()]).reshape(-1, 10)
+    said = dict(zip(digits, digit_scores(probs, costs).tolist(), strict=True))  # nats, per group
     score = np.full(n + 1, -np.inf)
     score[0] = 0.0
     back: list[tuple[int, int]] = [(0, 0)] * (n + 1)  # (i, i): primitive i left out
@@ -366,9 +368,10 @@ def best_reading(lat: Lattice, costs: Costs) -> tuple[list[tuple[int, int]], flo
             d = digits.get((i, j))
             if d is None:
                 continue
-            s = score[i] + digit_score(d.probs, costs)
+            s = score[i] + said[(i, j)]
             s -= group_cost(prims[i:j], height, costs) + costs.digit
-            s -= costs.aspect * aspect_cost(prims[i:j], int(d.probs.argmax()))
+            if costs.aspect:
+                s -= costs.aspect * aspect_cost(prims[i:j], int(d.probs.argmax()))
             if j < n and prims[j].crossed > 0:
                 s -= costs.cut * prims[j].crossed
             if s > score[j]:
