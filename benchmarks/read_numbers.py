@@ -175,8 +175,8 @@ def cache(clf: Classifier, data: bytes, truth: str) -> Cached:
     found = rd.one_digit_of(m, clf.predict_arrays) if m is not None else None
     if m is None or found is None:
         return Cached(truth, "", 0.0, None, sg.Lattice([], 0.0, {}))
-    _, probs, seen, pieces = found
-    lat = sg.lattice(m, clf.predict_arrays, sg.Costs(), pieces) or sg.Lattice([], 0.0, {})
+    _, probs, seen = found
+    lat = sg.lattice(m, clf.predict_arrays, sg.Costs()) or sg.Lattice([], 0.0, {})
     return Cached(truth, str(int(probs[0].argmax())), float(probs[0].max()), seen, lat)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -25,11 +27,12 @@ pytest.importorskip("onnxruntime")
 with warnings.catch_warnings():  # Starlette asks for httpx2; httpx is what we have
     warnings.filterwarnings("ignore", message=".*httpx2")
     from fastapi.testclient import TestClient  # noqa: E402
-from serve_support import running_server, tiny_run  # noqa: E402
+from serve_support import free_port, running_server, tiny_run  # noqa: E402
 
 from mnistkit.cli import main  # noqa: E402
 from mnistkit.infer.predict import Classifier  # noqa: E402
 from mnistkit.serve import create_app  # noqa: E402
+from mnistkit.serve.workers import restart_delay  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,17 @@ def pids_seen(url: str, want: int, tries: int = 200) -> set[int]:
         if len(seen) >= want:
             break
     return seen
+
+
+def kill_worker(pid: int) -> None:
+    """SIGKILL a worker and wait until the supervisor has reaped it: its socket is closed from
+    then on. (A connection the kernel handed that socket just before the kill is reset, as
+    the requests a dying worker was answering are lost.)"""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid)
 
 
 def alive(pid: int) -> bool:
@@ -94,7 +108,7 @@ def test_a_killed_worker_is_replaced_and_the_log_says_so(run):
     with running_server(run, "--workers", "2") as url:
         before = pids_seen(url, 2)
         victim = min(before)
-        os.kill(victim, signal.SIGKILL)
+        kill_worker(victim)
         # The other worker answers meanwhile; a new pid shows up once the replacement is in.
         deadline = time.monotonic() + 60
         seen: set[int] = set()
@@ -109,6 +123,84 @@ def test_a_killed_worker_is_replaced_and_the_log_says_so(run):
         port = urlsplit(url).port
         log = (run.parent / f"serve-{port}.log").read_text()
         assert f"server worker {victim} exited (killed by SIGKILL); starting another" in log
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    to.mkdir()
+    for f in run.iterdir():
+        if f.is_file():
+            (to / f.name).write_bytes(f.read_bytes())
+    return to
+
+
+def test_a_replacement_that_cannot_load_is_retried_while_the_other_worker_answers(run, tmp_path):
+    own = copy_run(run, tmp_path / "run")
+    with running_server(own, "--workers", "2") as url:
+        before = pids_seen(url, 2)
+        (own / "model.onnx").rename(own / "model.onnx.away")  # replacements cannot load
+        victim = min(before)
+        kill_worker(victim)
+        log_path = own.parent / f"serve-{urlsplit(url).port}.log"
+        deadline = time.monotonic() + 120  # a spawn imports torch: slow on a busy machine
+        while "could not start" not in log_path.read_text() and time.monotonic() < deadline:
+            assert pids_seen(url, 1) <= before  # the survivor answers all the while
+            time.sleep(0.2)
+        assert "model.onnx is missing" in log_path.read_text()
+        assert "trying again in 2 s" in log_path.read_text()  # the delay doubled after 1 s
+        (own / "model.onnx.away").rename(own / "model.onnx")
+        seen: set[int] = set()
+        deadline = time.monotonic() + 120
+        while not seen - before and time.monotonic() < deadline:
+            seen |= pids_seen(url, 1)
+            time.sleep(0.2)
+        assert len(seen - before) == 1 and victim not in seen, (before, seen)
+
+
+def test_the_server_stops_with_exit_1_when_no_worker_can_be_started(run, tmp_path):
+    own = copy_run(run, tmp_path / "run")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnistkit", "serve", str(own), "--port", str(port),
+         "--workers", "2", "--backend", "onnx"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        pids = pids_seen_when_up(url, proc)
+        (own / "model.onnx").unlink()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mnistkit: error: every server worker has stopped and 3 "), err
+    assert "Traceback" not in err
+
+
+def pids_seen_when_up(url: str, proc: subprocess.Popen[str]) -> set[int]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            return pids_seen(url, 2)
+        except httpx.TransportError:
+            time.sleep(0.3)
+    raise AssertionError("the server did not start")
+
+
+@pytest.mark.parametrize(
+    "previous, uptime, delay",
+    [(0.0, 3600.0, 0.0), (8.0, 31.0, 0.0), (0.0, 5.0, 1.0), (1.0, 0.0, 2.0), (16.0, 0.0, 30.0),
+     (30.0, 2.0, 30.0)],
+)  # fmt: skip
+def test_restart_delay_doubles_for_a_crash_loop_and_resets_after_steady_work(
+    previous, uptime, delay
+):
+    assert restart_delay(previous, uptime) == delay
 
 
 def test_onnx_serving_answers_what_torch_answers(run):

@@ -26,6 +26,11 @@ class TrainingDiverged(Exception):
     (from before) kept. Not a usage error: the CLI exits 1."""
 
 
+class ServerFailed(Exception):
+    """``mnistkit serve --workers``: every worker died and none could be started again. Not a
+    usage error: the CLI exits 1."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a training run after it saved a checkpoint (``interrupt``)."""
 

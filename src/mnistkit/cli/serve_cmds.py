@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from mnistkit.cli.common import log
-from mnistkit.errors import MnistkitError
+from mnistkit.errors import MnistkitError, ServerFailed
 from mnistkit.serve.workers import default_workers
 
 
@@ -78,9 +79,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # A port in use: one line, before the model loads.
     if args.workers == 1:
-        socks = [server.bind(args.host, args.port)]
+        sock = server.bind(args.host, args.port)
     else:
-        socks = server.bind_each(args.host, args.port, args.workers)
+        sock = server.reserve(args.host, args.port)
     try:
         quiet = getattr(args, "quiet", False)
         setup_logging(quiet, args.workers)
@@ -99,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             allowed_hosts=tuple(hosts) if hosts is not None else None, quiet=quiet,
             threads=threads_per_worker(args.workers),
         )  # fmt: skip
-        port = socks[0].getsockname()[1]  # --port 0: the one the system chose
+        port = sock.getsockname()[1]  # --port 0: the one the system chose
 
         def announce(info: dict[str, Any]) -> None:
             acc = info.get("test_accuracy")
@@ -112,12 +113,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.workers == 1:
             app, info = build_app(settings)
             announce(info)
-            run_app(app, socks[0], settings)
+            run_app(app, sock, settings)
         else:
-            Supervisor(socks, settings).run(on_ready=announce)
+            try:
+                Supervisor(sock, args.workers, settings).run(on_ready=announce)
+            except ServerFailed as e:  # not the user's doing: exit 1, as a crash would
+                print(f"mnistkit: error: {e}", file=sys.stderr)
+                return 1
     finally:  # a failed start leaves no listening socket behind
-        for sock in socks:
-            sock.close()
+        sock.close()
     return 0
 
 

@@ -208,7 +208,7 @@ def select_digit(
     dashes): pieces with at least ``JOIN_MASS`` of the main piece's ink, at most ``JOIN_GAP``
     of the group's size away. Dots do not join: a piece no longer than ``DOT`` stroke widths
     of the main piece is a speck of dust, whatever its ink (beside a thin pen's digit a speck
-    can outweigh a stroke). ``pieces``: ``Pieces.of(mask, ink)`` when the caller has it.
+    can outweigh a stroke). ``pieces``: ``Pieces.of(mask, ink)`` when the caller has them.
     """
     if not mask.any():
         return None

@@ -104,7 +104,7 @@ def mnist_style(pixels: np.ndarray, scale: float = 1.0) -> Preprocessed:
     """The pipeline on decoded pixels: (H, W, C) uint8, or float32 in [0, 1] ->
     :class:`Preprocessed`. ``scale``: source px per decoded px (for the bbox)."""
     m = ink_map(pixels, scale)
-    keep = select_digit(m.mask, m.smooth) if m is not None else None
+    keep = select_digit(m.mask, m.smooth, m.pieces) if m is not None else None
     if m is None or keep is None or not keep.any():
         return Preprocessed(np.zeros((28, 28), np.float32), blank=True)
     return cut_digit(m, keep)
@@ -120,21 +120,22 @@ def cut_digit(m: InkMap, keep: np.ndarray, origin: tuple[int, int] = (0, 0)) -> 
     """
     blank = Preprocessed(np.zeros((28, 28), np.float32), blank=True)
     f, src, ink, paper, direction, surface = m.f, m.src, m.ink, m.paper, m.direction, m.surface
-    ys, xs = np.nonzero(keep)
-    if len(ys) == 0:
+    box = extent(keep)
+    if box is None:
         return blank
-    ys, xs = ys + origin[0], xs + origin[1]
+    ky0, ky1, kx0, kx1 = box  # in keep
     wh, ww = ink.shape
     h, w = src.shape[:2]
     pad = 2
-    y0, y1 = max(0, ys.min() - pad), min(wh, ys.max() + 1 + pad)
-    x0, x1 = max(0, xs.min() - pad), min(ww, xs.max() + 1 + pad)
+    by0, by1, bx0, bx1 = ky0 + origin[0], ky1 + origin[0], kx0 + origin[1], kx1 + origin[1]
+    y0, y1 = max(0, by0 - pad), min(wh, by1 + pad)
+    x0, x1 = max(0, bx0 - pad), min(ww, bx1 + pad)
     local = np.zeros((y1 - y0, x1 - x0), np.float32)
-    local[ys - y0, xs - x0] = 1.0
+    local[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] = keep[ky0:ky1, kx0:kx1]
     fy, fx = h / wh, w / ww
-    box_h, box_w = (ys.max() + 1 - ys.min()) * fy, (xs.max() + 1 - xs.min()) * fx
+    box_h, box_w = (by1 - by0) * fy, (bx1 - bx0) * fx
     s = BOX / max(box_h, box_w)  # source px -> BOX-scale px
-    if f < 1 and max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()) < BOX:
+    if f < 1 and max(by1 - by0, bx1 - bx0) < BOX:
         # A small digit on a big page: its own pixels from the full image.
         X0, X1 = int(np.floor(x0 * fx)), int(np.ceil(x1 * fx))
         Y0, Y1 = int(np.floor(y0 * fy)), int(np.ceil(y1 * fy))
@@ -162,8 +163,8 @@ def cut_digit(m: InkMap, keep: np.ndarray, origin: tuple[int, int] = (0, 0)) -> 
     on = digit[digit > 0]
     if on.size == 0:
         return blank
-    core = digit > 0.5 * np.percentile(on, 99)
-    hi = float(np.median(digit[core]))
+    core = digit > 0.5 * quantile(on, 0.99)
+    hi = quantile(digit[core], 0.5)
     if hi <= 0:
         return blank
     # Bilevel, as NIST's originals were: ink where the signal passes half the ink's level (the
@@ -179,9 +180,34 @@ def cut_digit(m: InkMap, keep: np.ndarray, origin: tuple[int, int] = (0, 0)) -> 
         image=image,
         polarity="light-on-dark" if paper.sign > 0 else "dark-on-light",
         contrast=round(m.level, 4),
-        bbox=m.source_box(xs, ys),
+        bbox=m.source_box(np.array([bx0, bx1 - 1]), np.array([by0, by1 - 1])),
         stroke_scale=stroke_scale,
     )
+
+
+def extent(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) of a 2-D mask's True pixels (ends exclusive), or None if there are
+    none: from its rows and columns, since np.nonzero of a canvas-sized digit's pixels cost a
+    quarter of ``cut_digit`` (0.3 of 1.1 ms)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if len(rows) == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def quantile(a: np.ndarray, q: float) -> float:
+    """``np.quantile(a, q)`` (linear interpolation) by one partial sort: on a canvas's 10,000
+    ink pixels the two that ``cut_digit`` takes cost 0.42 ms through np.percentile/np.median,
+    most of it their generality."""
+    a = a.ravel()
+    if a.size == 0:
+        return float("nan")
+    at = q * (a.size - 1)
+    k = int(at)
+    if k + 1 >= a.size:
+        return float(np.partition(a, k)[k])
+    lo, hi = np.partition(a, (k, k + 1))[[k, k + 1]]
+    return float(lo + (hi - lo) * (at - k))
 
 
 @functools.lru_cache(maxsize=64)  # two per image, 0.1 ms each to build
@@ -203,11 +229,11 @@ def normalize_stroke(digit: np.ndarray) -> tuple[np.ndarray, float]:
     digit is padded with paper first: a stroke at the very edge of its tight crop (or of the
     photo) is thickened outwards, and eroded from that side too.
     """
-    ys, xs = np.nonzero(digit > 0)
-    if len(ys) == 0:
+    box = extent(digit > 0)
+    if box is None:
         return digit, 1.0
     # px of this array -> px of a digit BOX high (the calibration's scale)
-    scale = BOX / max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min())
+    scale = BOX / max(box[1] - box[0], box[3] - box[2])
     width = stroke_width(digit) * scale
     if width <= 0:
         return digit, 1.0
@@ -226,10 +252,10 @@ def normalize_stroke(digit: np.ndarray) -> tuple[np.ndarray, float]:
 def fit_and_center(digit: np.ndarray) -> np.ndarray:
     """Fit the ink's bounding box into 20x20 (aspect kept, area-averaged), centre of mass at
     MNIST's (14, 14) in a 28x28 field. Returns (28, 28) float32 in [0, 1]."""
-    ys, xs = np.nonzero(digit > 0)
-    if len(ys) == 0:
+    box = extent(digit > 0)
+    if box is None:
         return np.zeros((28, 28), np.float32)
-    tight = digit[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    tight = digit[box[0] : box[1], box[2] : box[3]]
     th, tw = tight.shape
     k = 20.0 / max(th, tw)
     size = (max(1, round(tw * k)), max(1, round(th * k)))
@@ -243,8 +269,8 @@ def fit_and_center(digit: np.ndarray) -> np.ndarray:
     cx = float(small.sum(axis=0) @ np.arange(sw)) / total
     # Integer shift, as the MNIST centre-of-mass spread (+-0.29 px, a rounding's) suggests;
     # clamped so no ink leaves the field.
-    top = int(np.clip(round(COM - cy), 0, 28 - sh))
-    left = int(np.clip(round(COM - cx), 0, 28 - sw))
+    top = min(max(round(COM - cy), 0), 28 - sh)
+    left = min(max(round(COM - cx), 0), 28 - sw)
     out = np.zeros((28, 28), np.float32)
     out[top : top + sh, left : left + sw] = small
     return out

@@ -14,8 +14,8 @@ import numpy as np
 
 from mnistkit.infer.images import MAX_BYTES, MAX_PIXELS, ImageSource, load_scaled
 from mnistkit.infer.inkmap import InkMap, ink_map
-from mnistkit.infer.pieces import Pieces, select_digit
-from mnistkit.infer.preprocess import DECODE, Preprocessed, cut_digit, preprocess
+from mnistkit.infer.pieces import select_digit
+from mnistkit.infer.preprocess import DECODE, Preprocessed, cut_digit, extent, preprocess
 from mnistkit.infer.segment import LOG_ASPECT, MAX_PRIMITIVES, Costs, Probabilities, segment
 
 
@@ -104,10 +104,10 @@ def read_digits(
     found_one = one_digit_of(m, probabilities) if m is not None else None
     if m is None or found_one is None:
         return Reading([], none)
-    one, probs, seen, pieces = found_one
+    one, probs, seen = found_one
     if seen.alone(one_digit):
         return Reading([one], probs)  # shaped like one digit, nothing beside it: no segmentation
-    found = segment(m, probabilities, costs, pieces)
+    found = segment(m, probabilities, costs)
     if found is None:
         why = (f"more than {MAX_PRIMITIVES} pieces of ink: not a line of digits "
                f"(at most about {MAX_PRIMITIVES // 3} digits are read)")  # fmt: skip
@@ -120,42 +120,41 @@ def read_digits(
 
 def one_digit_of(
     m: InkMap, probabilities: Probabilities
-) -> tuple[Preprocessed, np.ndarray, Look, Pieces] | None:
+) -> tuple[Preprocessed, np.ndarray, Look] | None:
     """The digit :func:`~mnistkit.infer.pieces.select_digit` finds on ``m``, its probabilities
-    (1, 10), how alone it looks, and the page's pieces; None for no digit."""
-    pieces = Pieces.of(m.mask, m.smooth)  # once: the digit, its share and the segmentation
-    keep = select_digit(m.mask, m.smooth, pieces)
+    (1, 10) and how alone it looks; None for no digit."""
+    keep = select_digit(m.mask, m.smooth, m.pieces)
     one = cut_digit(m, keep) if keep is not None and keep.any() else None
     if keep is None or one is None or one.blank:
         return None
     probs = probabilities(one.image[None])
-    return one, probs, look(pieces, m.smooth, keep, int(probs[0].argmax())), pieces
+    return one, probs, look(m, keep, int(probs[0].argmax()))
 
 
 def widest_gap(keep: np.ndarray) -> float:
     """The widest column of paper across the ink, x its height: the pieces of a digit broken
     by a pencil or a rule overlap in x; two digits side by side stand apart."""
-    ys, xs = np.nonzero(keep)
-    cols = np.zeros(xs.max() + 1 - xs.min(), bool)
-    cols[xs - xs.min()] = True
+    y0, y1, x0, x1 = extent(keep) or (0, 1, 0, 1)
+    cols = keep[y0:y1, x0:x1].any(0)
     edges = np.flatnonzero(np.diff(np.r_[1, cols.astype(np.int8), 1]))  # starts/ends of runs
     gaps = edges[1::2] - edges[::2] if not cols.all() else np.zeros(1)
-    return float(gaps.max()) / (ys.max() + 1 - ys.min())
+    return float(gaps.max()) / (y1 - y0)
 
 
-def look(p: Pieces, ink: np.ndarray, keep: np.ndarray, label: int) -> Look:
+def look(m: InkMap, keep: np.ndarray, label: int) -> Look:
     """How much the digit :func:`~mnistkit.infer.pieces.select_digit` found (``keep``) looks
-    like all there is among the pieces ``p`` of the page's ink ``ink``: its share of that ink
-    (paper edges aside), the z-score of its aspect over the mean of MNIST's ``label`` s (log
-    width / height; 0 when narrower), whether the page holds one piece of ink, specks aside
-    (a digit nearly always is; a number, when its digits touch), and its widest gap.
+    like all there is on the page ``m``: its share of the page's ink (paper edges aside), the
+    z-score of its aspect over the mean of MNIST's ``label`` s (log width / height; 0 when
+    narrower), whether the page holds one piece of ink, specks aside (a digit nearly always
+    is; a number, when its digits touch), and its widest gap.
 
     On photos of one digit made from training digits, the segmentation alone cut 2.5 % in two
     (a wide 0 read as a 6 and a 1)."""
+    p = m.pieces
     mass = p.mass[~p.edge_like()]
-    ys, xs = np.nonzero(keep)
-    share = float(ink[ys, xs].sum()) / max(float(mass.sum()), 1e-9)
+    y0, y1, x0, x1 = extent(keep) or (0, 1, 0, 1)
+    share = float(m.smooth[y0:y1, x0:x1][keep[y0:y1, x0:x1]].sum()) / max(float(mass.sum()), 1e-9)
     mean, sd = LOG_ASPECT[label]
-    z = max(0.0, (np.log((xs.max() + 1 - xs.min()) / (ys.max() + 1 - ys.min())) - mean) / sd)
+    z = max(0.0, (np.log((x1 - x0) / (y1 - y0)) - mean) / sd)
     lone = bool(len(mass) and (mass >= 0.1 * mass.max()).sum() == 1)
     return Look(share, float(z), lone, widest_gap(keep))

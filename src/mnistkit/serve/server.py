@@ -105,17 +105,23 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def bind_each(host: str, port: int, n: int) -> list[socket.socket]:
-    """``n`` sockets listening on one ``host:port`` (SO_REUSEPORT), one for each worker: the
-    kernel spreads new connections over them. On one shared socket, the worker that woke first
-    took every connection of a burst (wrk's 32 connections: 32 and 0 in two of three runs), and
-    the other worker sat idle.
+def reserve(host: str, port: int) -> socket.socket:
+    """Hold ``host:port`` for ``--workers``: a socket bound with SO_REUSEPORT but not
+    listening, so that only our workers (:func:`listen_shared`, same user) may share the port,
+    and no connection is ever queued on it.
+
+    Each worker listens on a socket of its own, opened once its model is loaded: the kernel
+    spreads new connections over the workers' sockets (on one shared socket, the worker that
+    woke first took every connection of a burst: wrk's 32 connections went 32 and 0 in two of
+    three runs), and a dead worker's socket closes with it, so no connection waits for a
+    worker that is not there. (A socket the parent kept open for a dead worker queued half the
+    new connections until its replacement was up: forever, if the replacement could not load.)
 
     The port is first bound alone, without SO_REUSEPORT, so that one held by another server
     (ours included) is refused as :func:`bind` refuses it rather than shared.
 
     Raises:
-        MnistkitError: as :func:`bind`.
+        MnistkitError: as :func:`bind`; or the system lacks SO_REUSEPORT.
     """
     if not hasattr(socket, "SO_REUSEPORT"):
         raise MnistkitError("--workers above 1 needs SO_REUSEPORT, which this system lacks; "
@@ -123,20 +129,37 @@ def bind_each(host: str, port: int, n: int) -> list[socket.socket]:
     probe = bind(host, port)
     port = probe.getsockname()[1]  # --port 0: the one the system chose, for all of them
     probe.close()
-    out: list[socket.socket] = []
     try:
-        for _ in range(n):
-            sock = socket.socket(probe.family, socket.SOCK_STREAM)
-            out.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-            sock.listen(2048)
+        return _shared(host, port)
     except OSError as e:  # taken between the probe and here
-        for sock in out:
-            sock.close()
         raise MnistkitError(f"cannot listen on {host}:{port} ({e.strerror or e}).") from None
-    return out
+
+
+def listen_shared(host: str, port: int) -> socket.socket:
+    """A worker's own listening socket on the port :func:`reserve` holds.
+
+    Raises:
+        OSError: the port cannot be shared (not held by a process of this user).
+    """
+    sock = _shared(host, port)
+    try:
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _shared(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def run(app: Any, sock: socket.socket, *, head_timeout: float, max_connections: int,

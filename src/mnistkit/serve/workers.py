@@ -1,10 +1,11 @@
 """``mnistkit serve --workers N``: N processes answering on one port, each with its own model.
 
 One process serves HTTP, decodes, preprocesses and batches under one GIL: about one core's
-worth of work, however many the machine has. Here the parent binds N sockets to the port
-(:func:`mnistkit.serve.server.bind_each`) and starts a worker on each; a worker loads the model
-once, builds the app and serves the connections the kernel hands its socket. The parent only
-supervises: a worker that dies is replaced (one log line), Ctrl-C or SIGTERM stops them all.
+worth of work, however many the machine has. Here the parent holds the port
+(:func:`mnistkit.serve.server.reserve`) and starts N workers; each loads the model once, builds
+the app, then listens on the port with a socket of its own, and serves the connections the
+kernel hands it. The parent only supervises: a worker that dies is replaced (one log line, after
+a growing delay if it keeps dying), Ctrl-C or SIGTERM stops them all.
 
 Workers are spawned (a fresh interpreter), not forked: a fork of a process whose OpenMP or
 onnxruntime thread pools have started can deadlock in the child.
@@ -27,12 +28,18 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from mnistkit.errors import MnistkitError
+from mnistkit.errors import MnistkitError, ServerFailed
 from mnistkit.heap import keep_freed_memory
 
 log = logging.getLogger("mnistkit.serve")
 
 STOP_TIMEOUT_S = 10.0  # a worker finishing its requests after SIGTERM, then it is killed
+# Restarts (Supervisor): a worker that served this long before it died is replaced at once;
+# one that dies sooner is a crash loop, replaced after 1, 2, 4 ... 30 s.
+STEADY_S = 30.0
+FIRST_DELAY_S = 1.0
+MAX_DELAY_S = 30.0
+GIVE_UP = 3  # replacements failed in a row with no worker left: the server stops
 
 
 @dataclass(frozen=True)
@@ -107,18 +114,27 @@ def run_app(app: Any, sock: socket.socket, settings: ServeSettings) -> None:
                max_connections=settings.max_connections, quiet=settings.quiet)  # fmt: skip
 
 
-def _worker(sock: socket.socket, settings: ServeSettings, workers: int, conn: Connection) -> None:
-    """A worker process: load, say "ready" (or the error) to the parent, serve until stopped."""
+def _worker(
+    address: tuple[str, int], settings: ServeSettings, workers: int, conn: Connection
+) -> None:
+    """A worker process: load, listen on the shared port, say "ready" (or the error) to the
+    parent, serve until stopped."""
     # Ctrl-C reaches the whole process group; the parent answers it by stopping the workers
     # with SIGTERM. Ignored here, it prints no traceback from a worker still loading the model
     # (uvicorn installs its own handlers once it serves).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _stop_with_parent()
     setup_logging(settings.quiet, workers)
+    from mnistkit.serve import server
+
     try:
         app, info = build_app(settings)
+        sock = server.listen_shared(*address)
     except MnistkitError as e:
         conn.send(("error", str(e)))
+        return
+    except OSError as e:
+        conn.send(("error", f"cannot listen on {address[0]}:{address[1]} ({e.strerror or e})."))
         return
     conn.send(("ready", info))
     conn.close()
@@ -126,30 +142,45 @@ def _worker(sock: socket.socket, settings: ServeSettings, workers: int, conn: Co
 
 
 class Supervisor:
-    """One worker process on each of ``socks`` (:func:`mnistkit.serve.server.bind_each`),
-    kept running: a worker that dies is replaced on its socket."""
+    """``workers`` worker processes sharing the port that ``reserved`` holds
+    (:func:`mnistkit.serve.server.reserve`), kept running: a worker that dies is replaced.
 
-    def __init__(self, socks: list[socket.socket], settings: ServeSettings):
-        self.socks = socks
+    A worker that dies within ``STEADY_S`` of its start, or a replacement that cannot load the
+    model, is tried again after a delay that doubles from ``FIRST_DELAY_S`` up to
+    ``MAX_DELAY_S`` (:func:`restart_delay`), while the other workers go on answering: a worker
+    that crashes on every start does not spin the machine. Once no worker is left and
+    ``GIVE_UP`` replacements in a row have failed, the server stops (:class:`ServerFailed`)
+    rather than keep a port that accepts connections nobody answers.
+    """
+
+    def __init__(self, reserved: socket.socket, workers: int, settings: ServeSettings):
+        host, port = reserved.getsockname()[:2]
+        self.address = (str(host), int(port))
+        self.workers = workers
         self.settings = settings
-        self.procs: dict[int, BaseProcess] = {}  # socket index -> its worker
+        self.procs: dict[int, BaseProcess] = {}  # slot -> its worker
+        self.started: dict[int, float] = {}  # slot -> when its worker became ready
         self._ctx = mp.get_context("spawn")
 
-    def start_one(self, slot: int) -> dict[str, Any]:
-        """Start the worker of ``socks[slot]`` and wait until it has loaded the model; returns
-        the model's info.
-
-        Raises:
-            MnistkitError: it could not load the model, or died before it was ready.
-        """
+    def spawn(self, slot: int) -> Connection:
+        """Start the worker of ``slot``; returns the end its "ready" comes on."""
         receive, send = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
-            target=_worker, args=(self.socks[slot], self.settings, len(self.socks), send),
+            target=_worker, args=(self.address, self.settings, self.workers, send),
             name="mnistkit-serve-worker",
         )  # fmt: skip
         proc.start()
         send.close()  # ours: recv() sees EOF when the worker dies without a word
         self.procs[slot] = proc
+        return receive
+
+    def ready(self, slot: int, receive: Connection) -> dict[str, Any]:
+        """Wait until the worker of ``slot`` has loaded the model; returns the model's info.
+
+        Raises:
+            MnistkitError: it could not load the model, or died before it was ready.
+        """
+        proc = self.procs[slot]
         try:
             kind, payload = receive.recv()
         except EOFError:
@@ -161,34 +192,81 @@ class Supervisor:
         finally:
             receive.close()
         if kind == "error":
+            proc.join(5)
             raise MnistkitError(payload)
+        self.started[slot] = time.monotonic()
         return dict(payload)
+
+    def start_all(self) -> dict[str, Any]:
+        """Start every worker at once (each loads its model while the others do) and wait for
+        all; returns the model's info.
+
+        Raises:
+            MnistkitError: a worker could not load the model.
+        """
+        pending = {slot: self.spawn(slot) for slot in range(self.workers)}
+        info: dict[str, Any] = {}
+        for slot, receive in pending.items():
+            info = self.ready(slot, receive)
+        return info
 
     def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
         """Serve until Ctrl-C or SIGTERM; ``on_ready(info)`` once every worker is up.
 
         Raises:
-            MnistkitError: a worker could not load the model (the others are stopped).
+            MnistkitError: a worker could not load the model at the start (all are stopped).
+            ServerFailed: every worker has died and ``GIVE_UP`` replacements in a row failed.
         """
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
-            info: dict[str, Any] = {}
-            for slot in range(len(self.socks)):
-                info = self.start_one(slot)
+            info = self.start_all()
             if on_ready is not None:
                 on_ready(info)
-            while True:
-                wait([p.sentinel for p in self.procs.values()])
-                for slot, proc in list(self.procs.items()):
-                    if proc.exitcode is not None:
-                        log.warning("server worker %d exited (%s); starting another", proc.pid,
-                                    _how(proc.exitcode))  # fmt: skip
-                        self.start_one(slot)
+            self._supervise()
         except KeyboardInterrupt:
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
             self.stop()
+
+    def _supervise(self) -> None:
+        due: dict[int, float] = {}  # slot -> when to start its next worker
+        delay: dict[int, float] = {}  # slot -> the delay its last restart waited
+        failures = 0  # replacements failed in a row while no worker was left
+        while True:
+            live = [p.sentinel for slot, p in self.procs.items() if slot not in due]
+            wake = min(due.values(), default=None)
+            timeout = None if wake is None else max(0.0, wake - time.monotonic())
+            if live or timeout is not None:
+                wait(live, timeout)
+            now = time.monotonic()
+            for slot, proc in list(self.procs.items()):
+                if slot in due or proc.exitcode is None:
+                    continue
+                uptime = now - self.started.get(slot, now)
+                delay[slot] = restart_delay(delay.get(slot, 0.0), uptime)
+                due[slot] = now + delay[slot]
+                wait_text = f" in {delay[slot]:g} s" if delay[slot] else ""
+                log.warning("server worker %d exited (%s); starting another%s", proc.pid,
+                            _how(proc.exitcode), wait_text)  # fmt: skip
+            for slot in [s for s, t in due.items() if t <= now]:
+                try:
+                    self.ready(slot, self.spawn(slot))
+                except MnistkitError as e:
+                    alive = any(p.exitcode is None for s, p in self.procs.items() if s != slot)
+                    failures = 0 if alive else failures + 1
+                    if failures >= GIVE_UP:
+                        raise ServerFailed(
+                            f"every server worker has stopped and {GIVE_UP} replacements in a "
+                            f"row failed ({e}); the server stops."
+                        ) from None
+                    delay[slot] = restart_delay(delay[slot], 0.0)
+                    due[slot] = time.monotonic() + delay[slot]
+                    log.warning("a server worker could not start (%s); trying again in %g s",
+                                e, delay[slot])  # fmt: skip
+                else:
+                    del due[slot]
+                    failures = 0
 
     def stop(self) -> None:
         """SIGTERM to every worker (uvicorn finishes the requests under way), then SIGKILL to
@@ -203,6 +281,15 @@ class Supervisor:
                 proc.kill()
                 proc.join()
         self.procs.clear()
+
+
+def restart_delay(previous: float, uptime: float) -> float:
+    """Seconds to wait before replacing a worker that ran ``uptime`` seconds (0 for one that
+    never became ready), after waiting ``previous`` the last time: none for a worker that ran
+    steadily, else twice the last delay, from ``FIRST_DELAY_S`` up to ``MAX_DELAY_S``."""
+    if uptime >= STEADY_S:
+        return 0.0
+    return min(MAX_DELAY_S, max(FIRST_DELAY_S, 2 * previous))
 
 
 def _stop_with_parent() -> None:
