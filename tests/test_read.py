@@ -214,7 +214,7 @@ def test_two_mnist_digits_side_by_side_are_two_digits(mnist, tmp_path_factory):
     """Pairs of MNIST test digits touching (boxes overlapping by 6 % of their height) or 5 %
     apart are mostly read as two digits, not as one wide digit. This model: 27 and 32 of 40
     (before the segmentation weighed the model's confidence and entropy: 20 and 32; `fast`:
-    26 and 30, before 22 and 30)."""
+    26 and 35, before 22 and 33)."""
     from serve_support import trained_run
 
     _, (x, _) = mnist
