@@ -1,12 +1,13 @@
 """Reading photographed numbers: exact numbers, digits in place, split and merge errors.
 
     python benchmarks/read_numbers.py RUN_DIR [--n 1000] [--split test|train] [--seed 0]
-    python benchmarks/read_numbers.py RUN_DIR --tune [--n 600]      # training digits only
+    python benchmarks/read_numbers.py RUN_DIR --tune [--n 600] [--n-single 600]  # train digits
 
 The numbers are :mod:`number_photos`: 2-6 MNIST digits in a row at natural spacing on a
 sloping line, photographed. Report on ``--split test``; ``--tune`` searches the segmentation
-costs (:class:`mnistkit.infer.segment.Costs`) on numbers made from *training* digits (the
-model read each candidate digit once; each setting of the costs is a new best path).
+costs (:class:`mnistkit.infer.segment.Costs`) and the one-digit priors
+(:class:`mnistkit.infer.read.OneDigit`) on numbers and single-digit photos made from
+*training* digits (the model read each candidate digit once; each setting is a new best path).
 
 Figures: exact (the whole number right), digits (digits right in place, over all digits:
 an alignment by edit distance), splits (more digits read than written), merges (fewer),
@@ -24,12 +25,16 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 
 import cv2
+import digit_kinds
+import digit_photos
 import number_photos
 import numpy as np
 
 import mnistkit
+from mnistkit.infer import read as rd
 from mnistkit.infer import segment as sg
 from mnistkit.infer.images import load_scaled
 from mnistkit.infer.inkmap import ink_map
@@ -105,6 +110,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", default="test", choices=["test", "train"])
     ap.add_argument("--tune", action="store_true", help="search the costs on training digits")
+    ap.add_argument("--n-single", type=int, default=600,
+                    help="--tune: single-digit photos beside the numbers (default 600)")  # fmt: skip
     ap.add_argument("--baseline", action="store_true", help="also read the naive way")
     ap.add_argument("--backend", default="torch", choices=["torch", "onnx"])
     args = ap.parse_args()
@@ -125,7 +132,7 @@ def main() -> int:
           f"rendered in {time.perf_counter() - t0:.0f} s")  # fmt: skip
     truths = [s.number for s in samples]
     if args.tune:
-        return tune(clf, samples)
+        return tune(clf, samples, x, y, args.n_single)
     t0 = time.perf_counter()
     reads = [clf.read(s.data).number for s in samples]
     ms = (time.perf_counter() - t0) / len(samples) * 1e3
@@ -150,33 +157,84 @@ def main() -> int:
     return 0
 
 
-def tune(clf: Classifier, samples: list) -> int:
-    """Grid search of the DP costs on cached candidate digits (geometry at the defaults)."""
-    base = sg.Costs()
-    lattices = []
-    for s in samples:
-        pixels, scale = load_scaled(s.data, max_side=DECODE)
-        m = ink_map(pixels, scale)
-        lat = sg.lattice(m, clf.predict_arrays, base) if m is not None else None
-        lattices.append(lat or sg.Lattice([], 0.0, {}))
-    truths = [s.number for s in samples]
+@dataclass
+class Cached:
+    """What a tuning step needs of one image: the one digit found alone (its label and top
+    probability, how alone it looks) and every candidate digit, read once."""
 
-    def exact(costs: sg.Costs) -> float:
-        reads = ["".join(str(int(lat.digits[g].probs.argmax())) for g in sg.best_path(lat, costs))
-                 for lat in lattices]  # fmt: skip
-        return figures(truths, reads)["exact"]
+    truth: str
+    label: str
+    p: float
+    seen: rd.Look | None
+    lat: sg.Lattice
 
-    grid = {"cut": [0.25, 0.5, 1.0], "join": [0.5, 1.5, 3.0], "short": [4.0, 20.0],
-            "wide": [2.0, 4.0, 8.0], "digit": [0.0, 0.5], "aspect": [0.0, 0.25]}  # fmt: skip
-    best = (exact(base), base)
-    print(f"defaults: exact {best[0]:.2%}")
-    for values in itertools.product(*grid.values()):
-        costs = dataclasses.replace(base, **dict(zip(grid, values, strict=True)))
-        e = exact(costs)
-        if e > best[0]:
-            best = (e, costs)
-            print(f"exact {e:.2%}: {dict(zip(grid, values, strict=True))}", flush=True)
-    print(f"best: exact {best[0]:.2%} with {best[1]}")
+
+def cache(clf: Classifier, data: bytes, truth: str) -> Cached:
+    pixels, scale = load_scaled(data, max_side=DECODE)
+    m = ink_map(pixels, scale)
+    found = rd.one_digit_of(m, clf.predict_arrays) if m is not None else None
+    if m is None or found is None:
+        return Cached(truth, "", 0.0, None, sg.Lattice([], 0.0, {}))
+    _, probs, seen = found
+    lat = sg.lattice(m, clf.predict_arrays, sg.Costs()) or sg.Lattice([], 0.0, {})
+    return Cached(truth, str(int(probs[0].argmax())), float(probs[0].max()), seen, lat)
+
+
+def replay(c: Cached, costs: sg.Costs, priors: rd.OneDigit) -> str:
+    """What ``read_digits`` reads with these costs and priors (the lattice's geometry fixed)."""
+    if c.seen is None or c.seen.alone(priors):
+        return c.label
+    path, score = sg.best_reading(c.lat, costs)
+    whole = sg.group_cost(c.lat.prims, c.lat.height, costs) if c.lat.prims else 0.0
+    if len(path) <= 1 or score < c.seen.single(c.p, whole, costs, priors):
+        return c.label
+    return "".join(str(int(c.lat.digits[g].probs.argmax())) for g in path)
+
+
+# Searched, one at a time, each times 0.5, 0.8, 1.25 and 2, for as long as one gains.
+SEARCH = {"costs": ["confidence", "entropy", "cut", "drop", "short", "snug", "wide", "join",
+                    "join_gap"],
+          "priors": ["ink", "z", "gap", "prior", "lone_prior"]}  # fmt: skip
+SINGLE_KINDS = ("ruled", "shadow", "pencil", "lowres-12", "tight-4")
+
+
+def tune(clf: Classifier, samples: list, x: np.ndarray, y: np.ndarray, n_single: int) -> int:
+    """Coordinate search of the segmentation's costs and the one-digit priors on numbers and
+    single digits made from training digits: the most numbers read exactly plus twice the
+    single digits read right (a single digit must not be cut in two to read a pair)."""
+    singles = [(s.data, str(s.label)) for s in digit_photos.make_set(x, y, n_single, start=1000)]
+    for kind in SINGLE_KINDS:
+        singles += [(s.data, str(s.label))
+                    for s in digit_kinds.make_set(kind, x, y, n_single // 6, start=2000)]  # fmt: skip
+    print(f"singles  {n_single} photos and {n_single // 6} each of {', '.join(SINGLE_KINDS)}, "
+          "MNIST train digits")  # fmt: skip
+    numbers = [cache(clf, s.data, s.number) for s in samples]
+    ones = [cache(clf, data, label) for data, label in singles]
+
+    def measure(costs: sg.Costs, priors: rd.OneDigit) -> tuple[float, float, float]:
+        a = float(np.mean([replay(c, costs, priors) == c.truth for c in numbers]))
+        b = float(np.mean([replay(c, costs, priors) == c.truth for c in ones]))
+        return a + 2 * b, a, b
+
+    best = {"costs": sg.Costs(), "priors": rd.OneDigit()}
+    score = measure(best["costs"], best["priors"])
+    print(f"defaults: numbers exact {score[1]:.2%}, single digits {score[2]:.2%}")
+    gained = True
+    while gained:
+        gained = False
+        for part, names in SEARCH.items():
+            for name in names:
+                for f in (0.5, 0.8, 1.25, 2.0):
+                    trial = dict(best)
+                    trial[part] = dataclasses.replace(
+                        best[part], **{name: getattr(best[part], name) * f}
+                    )
+                    s = measure(trial["costs"], trial["priors"])
+                    if s[0] > score[0] + 1e-9:
+                        best, score, gained = trial, s, True
+                        print(f"{name} = {getattr(trial[part], name):.3g}: numbers exact "
+                              f"{s[1]:.2%}, single digits {s[2]:.2%}", flush=True)  # fmt: skip
+    print(f"best: {best['costs']}\n      {best['priors']}")
     return 0
 
 

@@ -18,17 +18,48 @@ from mnistkit.infer.pieces import select_digit
 from mnistkit.infer.preprocess import DECODE, Preprocessed, cut_digit, extent, preprocess
 from mnistkit.infer.segment import LOG_ASPECT, MAX_PRIMITIVES, Costs, Probabilities, segment
 
-# When the digit that select_digit finds is read alone (``alone``, ``read_digits``). Chosen on
-# 300 numbers and 300 single-digit photos made from training digits: a prior for one digit of
-# 3 nats (8 for one piece of ink) read 73.7 % of the numbers exactly and cut 2.0 % of the
-# single digits in two; 6 (10) read 70.7 % and cut 1.0 %, but never split two touching digits
-# alone on a page. 4 (6) is between.
-ALONE_INK = 0.9  # share of the page's ink in the one digit found: no segmentation ...
-ALONE_Z = 2.0  # ... when its aspect is within this many sd of its class's (and it is one piece)
-ALONE_GAP = 0.08  # ... or when no gap across it is wider than this x its height
-ALONE_SHARE = 0.6  # under this share, the ink is several digits
-ONE_PRIOR = 4.0
-LONE_PRIOR = 6.0
+
+@dataclass(frozen=True)
+class OneDigit:
+    """When the digit that :func:`~mnistkit.infer.pieces.select_digit` finds is the reading.
+
+    Searched with the segmentation's costs (``benchmarks/read_numbers.py --tune``) on numbers
+    and single-digit images made from training digits. A digit with a broken stroke must stay
+    one digit, yet two touching digits often have the aspect of one wide digit (a "36" read as
+    a 2 at z 2.0), and a 1 beside a 0 hardly widens it.
+    """
+
+    ink: float = 0.8  # share of the page's ink in the digit found: no segmentation ...
+    z: float = 1.6  # ... when its aspect is within this many sd of its class's, and ...
+    gap: float = 0.08  # ... it is one piece or no gap across it is wider than this x its height
+    share: float = 0.6  # under this share, the ink is several digits
+    # Prior for one digit (nats) against the segmentation's best reading; less for one piece of
+    # ink, since a one-piece page not shaped like one digit is mostly two touching digits.
+    prior: float = 4.25
+    lone_prior: float = 2.75
+
+
+@dataclass(frozen=True)
+class Look:
+    """How much the digit found looks like all there is (see :func:`look`)."""
+
+    share: float  # of the page's ink (paper edges aside)
+    z: float  # z-score of its aspect over its class's mean (0 when narrower)
+    lone: bool  # the page holds one piece of ink, specks aside
+    gap: float  # widest column of paper across the digit, x its height
+
+    def alone(self, one: OneDigit) -> bool:
+        """Shaped like one digit with nothing beside it: read without segmentation."""
+        return (self.lone or self.gap <= one.gap) and self.share >= one.ink and self.z <= one.z
+
+    def single(self, p: float, whole: float, costs: Costs, one: OneDigit) -> float:
+        """The score of reading the page as this one digit (top probability ``p``): as the
+        segmentation scores a digit, its aspect for its class and ``whole``, the geometric
+        cost of all the ink as one digit, with a prior; -inf when it holds too little ink."""
+        if self.share < one.share:
+            return -np.inf
+        prior = one.lone_prior if self.lone else one.prior
+        return costs.confidence * float(np.log(max(p, 1e-12))) - self.z**2 / 2 - whole + prior
 
 
 @dataclass
@@ -47,6 +78,7 @@ def read_digits(
     max_bytes: int = MAX_BYTES,
     max_pixels: int = MAX_PIXELS,
     costs: Costs | None = None,
+    priors: OneDigit | None = None,
 ) -> Reading:
     """Find and read every digit of an image (see the module's docstring).
 
@@ -55,10 +87,12 @@ def read_digits(
         probabilities: (N, 28, 28) -> (N, 10) calibrated probabilities (the classifier's).
         max_bytes, max_pixels: limits on the image.
         costs: the segmentation's costs (default: the tuned ones).
+        priors: when the one digit found alone is the reading (default: the tuned ones).
 
     Raises:
         ImageError, ImageTooLargeError: as :func:`mnistkit.preprocess`.
     """
+    costs, one_digit = costs or Costs(), priors or OneDigit()
     none = np.zeros((0, 10), np.float32)
     if isinstance(source, np.ndarray) and np.squeeze(source).shape == (28, 28):
         item = preprocess(source)
@@ -67,15 +101,11 @@ def read_digits(
         return Reading([item], probabilities(item.image[None]))
     pixels, scale = load_scaled(source, max_bytes=max_bytes, max_pixels=max_pixels, max_side=DECODE)
     m = ink_map(pixels, scale)
-    if m is None:
+    found_one = one_digit_of(m, probabilities) if m is not None else None
+    if m is None or found_one is None:
         return Reading([], none)
-    keep = select_digit(m.mask, m.smooth, m.pieces)
-    one = cut_digit(m, keep) if keep is not None and keep.any() else None
-    if keep is None or one is None or one.blank:
-        return Reading([], none)
-    probs = probabilities(one.image[None])
-    share, z, lone = alone(m, keep, int(probs[0].argmax()))
-    if (lone or unbroken(keep)) and share >= ALONE_INK and z <= ALONE_Z:
+    one, probs, seen = found_one
+    if seen.alone(one_digit):
         return Reading([one], probs)  # shaped like one digit, nothing beside it: no segmentation
     found = segment(m, probabilities, costs)
     if found is None:
@@ -83,33 +113,40 @@ def read_digits(
                f"(at most about {MAX_PRIMITIVES // 3} digits are read)")  # fmt: skip
         return Reading([], none, refused=why)
     digits, score, whole = found
-    # The reading as one digit: its log-probability less the costs of its shape (as the
-    # segmentation counts them, and its aspect for its class), plus a prior for one digit.
-    single = -np.inf
-    if share >= ALONE_SHARE:
-        prior = LONE_PRIOR if lone else ONE_PRIOR
-        single = float(np.log(max(float(probs[0].max()), 1e-12))) - z * z / 2 - whole + prior
-    if len(digits) <= 1 or score < single:
+    if len(digits) <= 1 or score < seen.single(float(probs[0].max()), whole, costs, one_digit):
         return Reading([one], probs)
     return Reading([d.item for d in digits], np.stack([d.probs for d in digits]))
 
 
-def unbroken(keep: np.ndarray) -> bool:
-    """No column of paper across the ink wider than ``ALONE_GAP`` of its height: the pieces of
-    a digit broken by a pencil or a rule overlap in x; two digits side by side stand apart."""
+def one_digit_of(
+    m: InkMap, probabilities: Probabilities
+) -> tuple[Preprocessed, np.ndarray, Look] | None:
+    """The digit :func:`~mnistkit.infer.pieces.select_digit` finds on ``m``, its probabilities
+    (1, 10) and how alone it looks; None for no digit."""
+    keep = select_digit(m.mask, m.smooth, m.pieces)
+    one = cut_digit(m, keep) if keep is not None and keep.any() else None
+    if keep is None or one is None or one.blank:
+        return None
+    probs = probabilities(one.image[None])
+    return one, probs, look(m, keep, int(probs[0].argmax()))
+
+
+def widest_gap(keep: np.ndarray) -> float:
+    """The widest column of paper across the ink, x its height: the pieces of a digit broken
+    by a pencil or a rule overlap in x; two digits side by side stand apart."""
     y0, y1, x0, x1 = extent(keep) or (0, 1, 0, 1)
     cols = keep[y0:y1, x0:x1].any(0)
     edges = np.flatnonzero(np.diff(np.r_[1, cols.astype(np.int8), 1]))  # starts/ends of runs
     gaps = edges[1::2] - edges[::2] if not cols.all() else np.zeros(1)
-    return float(gaps.max()) <= ALONE_GAP * (y1 - y0)
+    return float(gaps.max()) / (y1 - y0)
 
 
-def alone(m: InkMap, keep: np.ndarray, label: int) -> tuple[float, float, bool]:
-    """How much the digit :func:`~mnistkit.infer.pieces.select_digit` found looks like all
-    there is: its share of the page's ink (paper edges aside), the z-score of its aspect over
-    the mean of MNIST's ``label`` s (log width / height; 0 when narrower), and whether the page
-    holds one piece of ink, specks aside (a digit nearly always is; a number, when its digits
-    touch).
+def look(m: InkMap, keep: np.ndarray, label: int) -> Look:
+    """How much the digit :func:`~mnistkit.infer.pieces.select_digit` found (``keep``) looks
+    like all there is on the page ``m``: its share of the page's ink (paper edges aside), the
+    z-score of its aspect over the mean of MNIST's ``label`` s (log width / height; 0 when
+    narrower), whether the page holds one piece of ink, specks aside (a digit nearly always
+    is; a number, when its digits touch), and its widest gap.
 
     On photos of one digit made from training digits, the segmentation alone cut 2.5 % in two
     (a wide 0 read as a 6 and a 1)."""
@@ -119,4 +156,5 @@ def alone(m: InkMap, keep: np.ndarray, label: int) -> tuple[float, float, bool]:
     share = float(m.smooth[y0:y1, x0:x1][keep[y0:y1, x0:x1]].sum()) / max(float(mass.sum()), 1e-9)
     mean, sd = LOG_ASPECT[label]
     z = max(0.0, (np.log((x1 - x0) / (y1 - y0)) - mean) / sd)
-    return share, float(z), bool(len(mass) and (mass >= 0.1 * mass.max()).sum() == 1)
+    lone = bool(len(mass) and (mass >= 0.1 * mass.max()).sum() == 1)
+    return Look(share, float(z), lone, widest_gap(keep))
