@@ -140,7 +140,7 @@ def paper_is_light(g: np.ndarray) -> bool:
     frame (18 of the 53 errors on 2,000 tight crops of training digits). Ink may cover much
     of a crop, but the border of a digit's crop is mostly paper. Only this way round: a
     vignette or a shadow darkens a photo's border, and dark ink read as light on 1,000 photos
-    of training digits (6 more errors), while nothing lightens a dark board's."""
+    of training digits (9 more errors), while nothing lightens a dark board's."""
     u8 = np.clip(g * 255, 0, 255).astype(np.uint8)
     t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     light = u8 > t

@@ -164,7 +164,8 @@ def drop_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
     rest = mask & ~candidate[labels]
     if rest.sum() < 0.02 * mask.sum():
         return mask  # the lines are all there is
-    rules &= ruled(rest, x, y, bw, bh, area, horizontal)
+    if rules.any():
+        rules &= ruled(rest, x, y, bw, bh, area, horizontal)
     ys, xs = np.nonzero(mask & ~(rules | box)[labels])
     if len(ys) == 0:
         return mask  # rules and boxes are all there is (a crop of a form's cell edges)
