@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,16 +126,8 @@ def test_a_killed_worker_is_replaced_and_the_log_says_so(run):
         assert f"server worker {victim} exited (killed by SIGKILL); starting another" in log
 
 
-def copy_run(run: Path, to: Path) -> Path:
-    to.mkdir()
-    for f in run.iterdir():
-        if f.is_file():
-            (to / f.name).write_bytes(f.read_bytes())
-    return to
-
-
 def test_a_replacement_that_cannot_load_is_retried_while_the_other_worker_answers(run, tmp_path):
-    own = copy_run(run, tmp_path / "run")
+    own = Path(shutil.copytree(run, tmp_path / "run"))
     with running_server(own, "--workers", "2") as url:
         before = pids_seen(url, 2)
         (own / "model.onnx").rename(own / "model.onnx.away")  # replacements cannot load
@@ -157,7 +150,7 @@ def test_a_replacement_that_cannot_load_is_retried_while_the_other_worker_answer
 
 
 def test_the_server_stops_with_exit_1_when_no_worker_can_be_started(run, tmp_path):
-    own = copy_run(run, tmp_path / "run")
+    own = Path(shutil.copytree(run, tmp_path / "run"))
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mnistkit", "serve", str(own), "--port", str(port),
