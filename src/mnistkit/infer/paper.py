@@ -21,6 +21,9 @@ GRID = 128
 PAPER_KERNEL = 0.4
 # Ink must differ from the paper by this fraction of full scale (a pencil on a photo ~0.2).
 MIN_CONTRAST = 0.06
+# ... and at least this many times the strokes' width, unless they are wider than STROKE_CAP of
+# the frame's short side (stroke_kernel).
+STROKE_KERNEL, STROKE_CAP = 1.5, 0.7
 FRAME_INK = 0.20  # polarity: ink over this share of the frame may be the paper
 
 
@@ -63,8 +66,9 @@ def estimate_paper(work: np.ndarray) -> Paper:
         small = cv2.blur(small, (3, 3))
     # Wider than a stroke across a long, narrow crop too (a 1 cropped tight).
     k = max(3, int(max(PAPER_KERNEL * min(small.shape[:2]), 0.25 * max(small.shape[:2]))) | 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
     sign = polarity(grey)
+    k = max(k, stroke_kernel(grey_of(small), sign))
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
     # In ink-up units (u = sign * pixels) the strokes are narrow bright features: an opening
     # wider than any stroke takes them out. It keeps the paper's light and shadows (wider than
     # k) but overshoots a slope near the frame's edge by up to the slope times k/2 (a light
@@ -79,7 +83,33 @@ def estimate_paper(work: np.ndarray) -> Paper:
     surface = trend + cv2.morphologyEx(
         rest, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE
     )
+    # No paper is lighter than the lightest pixel (darker, for chalk). A stroke blurred wider
+    # than the kernel passes for paper, the fit bows under it and swings past white at the
+    # corners, and the corners came out as ink: a 1 enlarged from 16 px read as "11".
+    floor = u.reshape(-1, u.shape[2]).min(axis=0) if u.ndim == 3 else u.min()
+    surface = np.maximum(surface, floor)
     return Paper(sign * surface, sign, small)
+
+
+def stroke_kernel(grey: np.ndarray, sign: float) -> int:
+    """An opening wide enough to take out the strokes of ``grey`` (the grid): ``STROKE_KERNEL``
+    times their width, the 95th percentile of twice the distance to paper over the ink of an
+    Otsu split; 0 when that "ink" is over ``STROKE_CAP`` of the frame's short side (a shadow
+    or a dark half of the page, not a stroke).
+
+    The kernel as a share of the frame is narrower than a blurred stroke enlarged from a
+    low-resolution scan: the paper followed the stroke's soft flanks and the stroke came out
+    hollow. On 1,000 training digits each (58,000..58,999): lowres-8 243 -> 104 errors,
+    lowres-12 59 -> 26, lowres-16 13 -> 8; shadow 22 -> 23 (with a cap of 1.0: 30)."""
+    u8 = np.clip((0.5 + 0.5 * sign * (grey - np.median(grey))) * 255, 0, 255).astype(np.uint8)
+    _, ink = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if not ink.any():
+        return 0
+    dist = cv2.distanceTransform(ink, cv2.DIST_L2, 3)
+    width = 2 * float(np.percentile(dist[ink > 0], 95))
+    if width > STROKE_CAP * min(grey.shape):
+        return 0
+    return int(STROKE_KERNEL * width) | 1
 
 
 def ink_signal(
