@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -192,6 +193,8 @@ def train(
             metrics, temperature = final_metrics(model, splits.train, splits.val, splits.held,
                                                  splits.test, parallel)  # fmt: skip
             config["temperature"] = temperature
+            if main and spec.dataset == "mnist":
+                verifier(out, splits.train, spec.seed, quiet)
             metrics.update(
                 recipe=rec.name, dataset=spec.dataset, epochs=rec.epochs, seed=spec.seed,
                 device=dev.type, threads=torch.get_num_threads(),
@@ -203,6 +206,22 @@ def train(
                 runs.save_run(out, model, config, metrics, history)
     distributed.teardown(sync=True)
     return Run(model.eval(), metrics, out, temperature)
+
+
+def verifier(out: Path, train: Split, seed: int, quiet: bool) -> None:
+    """Train the segmentation verifier that ``Classifier.read`` adds to its path search
+    (:mod:`mnistkit.verifier_train`) on the run's own training digits, and write it in the run.
+
+    Here rather than on a first read: the run is then complete when written (a read-only run,
+    the onnx backend without torch, or several serving workers need nothing more), and the
+    20-40 s are paid once, where a training already waits. Digit runs only: on other data
+    sets there are no numbers to read."""
+    from mnistkit.verifier_train import save_verifier, train_verifier
+
+    images = train.x[:, 0].cpu().numpy()
+    log = None if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    weights, info = train_verifier(images, seed=seed, log=log)
+    save_verifier(out, weights, info)
 
 
 @dataclass(frozen=True)
