@@ -38,7 +38,7 @@ from mnistkit.infer.images import load_scaled
 from mnistkit.infer.inkmap import ink_map
 from mnistkit.infer.predict import Classifier
 from mnistkit.infer.preprocess import DECODE
-from mnistkit.infer.verifier import Verifier
+from mnistkit.infer.verifier import Verifier, load_verifier
 from mnistkit.verifier_train import candidates, fit_verifier, labels_of
 
 HOLD_OUT = 58_000  # training digits from here on are `fast`'s calibration hold-out
@@ -115,7 +115,7 @@ def report(name: str, sets: dict, costs: sg.Costs, priors: rd.OneDigit) -> None:
 
 
 def fit(
-    out: Path, train_seeds: list[str], epochs: int, limit: int, logit: bool, search: bool,
+    run_dir: str, out: Path, train_seeds: list[str], epochs: int, limit: int, logit: bool, search: bool,
     tune_seed: int = 1, report_seed: int = 3,
 ) -> None:  # fmt: skip
     parts = [np.load(out / f"{s}.npz") for s in train_seeds]
@@ -127,11 +127,12 @@ def fit(
     train = sure & ~val
     train[np.flatnonzero(train)[limit:]] = False
     t0 = time.perf_counter()
-    ver = Verifier(fit_verifier(images[train], labels[train], epochs=epochs))
+    loaded = load_verifier(run_dir)
+    ver = loaded or Verifier(fit_verifier(images[train], labels[train], epochs=epochs))
     secs = time.perf_counter() - t0
     z = ver(images[val] / 255.0)
     acc = np.mean((z > 0) == (labels[val] == 1))
-    print(f"verifier: {train.sum()} candidates ({labels[train].mean():.1%} whole), {epochs} "
+    print(f"verifier: {'the run\'s, ' if loaded else ''}{train.sum()} candidates ({labels[train].mean():.1%} whole), {epochs} "
           f"epochs in {secs:.0f} s; held-out candidates right {acc:.2%} "
           f"(all 'garbage': {1 - labels[val].mean():.2%})")  # fmt: skip
     sets = {}
@@ -139,13 +140,13 @@ def fit(
         with open(out / f"cache-{seed}.pkl", "rb") as f:
             sets[seed] = pickle.load(f)
         apply(ver, sets[seed]["numbers"] + sets[seed]["ones"], logit)
-    for w in (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5):
+    for w in (0.0, 0.2, 0.35, 0.5):
         report(f"verify {w}", sets, sg.Costs(verify=w), rd.OneDigit())
     if not search:
         return
     tune = {tune_seed: sets[tune_seed]}
     costs, priors = rn.search(tune[tune_seed]["numbers"], tune[tune_seed]["ones"],
-                              sg.Costs(verify=0.5), rd.OneDigit(), SEARCH)  # fmt: skip
+                              sg.VERIFIED, rd.OneDigit(), SEARCH)  # fmt: skip
     report("searched", sets, costs, priors)
 
 
@@ -182,7 +183,15 @@ def main() -> int:
     elif args.stage == "cache":
         cache(clf, x, y, args.n, args.seed, out)
     else:
-        fit(out, args.train.split(","), args.epochs, args.limit, args.logit, args.search)
+        fit(
+            args.run_dir,
+            out,
+            args.train.split(","),
+            args.epochs,
+            args.limit,
+            args.logit,
+            args.search,
+        )
     return 0
 
 
