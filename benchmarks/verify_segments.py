@@ -1,19 +1,23 @@
 """A segmentation verifier: does a candidate digit's 28x28 hold one whole digit, or garbage?
 
-    python benchmarks/verify_segments.py collect RUN_DIR --n 1500 --seed 2 --out DIR
-    python benchmarks/verify_segments.py cache RUN_DIR --n 400 --seed 1 --out DIR
-    python benchmarks/verify_segments.py fit RUN_DIR --data DIR
+    python benchmarks/verify_segments.py collect RUN_DIR --n 1500 --seed 2   # photos
+    python benchmarks/verify_segments.py collect-clean RUN_DIR --n 1500 --seed 2
+    python benchmarks/verify_segments.py cache RUN_DIR --n 400 --seed 1   # and --seed 3
+    python benchmarks/verify_segments.py fit RUN_DIR --train clean-2 [--limit N] [--search]
 
+Everything is written to and read from ``--out`` (default /work/aug-n20b; not committed).
 ``collect``: numbers of MNIST *training* digits (0..57,999: 58,000-59,999 are `fast`'s
 calibration hold-out) photographed as :mod:`number_photos` does, their lattices (the same
-candidates ``Classifier.read`` reads), and each candidate labelled by the ink it holds: which
-digit owns each pixel of the page is known from the rendering. Whole (1): one digit owns at
-least 90 % of the candidate's owned ink and the candidate holds at least 90 % of that digit's;
-garbage (0): under 75 % either way; the rest are left out.
-``cache``: numbers and single-digit photos of training digits, cached as
+candidates ``Classifier.read`` reads), each candidate labelled by the ink it holds
+(``mnistkit.verifier_train.labels_of``: which digit owns each pixel is known from the
+rendering). ``collect-clean``: the same from numbers written as clean ink, as the library
+trains its verifier (``mnistkit.verifier_train.candidates``).
+``cache``: numbers (``--seed``) and single-digit photos of training digits, cached as
 ``read_numbers.py --tune`` caches them, to replay the reading with the verifier's score.
-``fit``: trains the verifier, adds ``w`` x its log p(whole) to each candidate's score in the
-DP (and to the one digit's), and prints the figures per ``w``.
+``fit``: trains a verifier on the collected sets (or takes RUN_DIR's own), adds ``w`` x its
+log-odds of "whole" (``--logp``: its log p) to each candidate's score in the path search and
+to the one digit's, and prints the figures per ``w`` on the cached sets of seeds 1 and 3;
+``--search`` then searches the costs from ``segment.VERIFIED`` on seed 1.
 """
 
 from __future__ import annotations
@@ -132,8 +136,9 @@ def fit(
     secs = time.perf_counter() - t0
     z = ver(images[val] / 255.0)
     acc = np.mean((z > 0) == (labels[val] == 1))
-    print(f"verifier: {'the run\'s, ' if loaded else ''}{train.sum()} candidates ({labels[train].mean():.1%} whole), {epochs} "
-          f"epochs in {secs:.0f} s; held-out candidates right {acc:.2%} "
+    whose = "the run's, " if loaded else ""
+    print(f"verifier: {whose}{train.sum()} candidates ({labels[train].mean():.1%} whole), "
+          f"{epochs} epochs in {secs:.0f} s; held-out candidates right {acc:.2%} "
           f"(all 'garbage': {1 - labels[val].mean():.2%})")  # fmt: skip
     sets = {}
     for seed in (tune_seed, report_seed):
@@ -167,7 +172,7 @@ def main() -> int:
     ap.add_argument("--train", default="train-2", help="fit: collected sets, comma-separated")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--limit", type=int, default=10**9, help="fit: at most this many examples")
-    ap.add_argument("--logit", action="store_true", help="fit: add the logit, not log p")
+    ap.add_argument("--logp", action="store_true", help="fit: add log p, not the log-odds")
     ap.add_argument("--search", action="store_true", help="fit: then search the costs")
     args = ap.parse_args()
     out = Path(args.out)
