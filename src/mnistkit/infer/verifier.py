@@ -62,7 +62,8 @@ def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` by OpenCV: numpy's OpenBLAS wakes threads that spin after the call and slowed
     the rest of a read on 2 cores (a number: 75 -> 144 ms CPU, the verifier itself 22 ms)."""
-    return cv2.gemm(np.ascontiguousarray(a), np.ascontiguousarray(b), 1.0, None, 0.0)
+    a, b = np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32)
+    return np.asarray(cv2.gemm(a, b, 1.0, None, 0.0))  # type: ignore[call-overload]
 
 
 class Verifier:
