@@ -103,6 +103,25 @@ def test_reading_without_a_verifier_is_as_before():
     np.testing.assert_array_equal(none.probs, blank.probs)
 
 
+@pytest.mark.parametrize("wanted", [True, False])
+def test_train_writes_the_verifier_for_digits(tmp_path, monkeypatch, wanted):
+    """A run on MNIST (here the synthetic set under MNIST's name) carries a verifier, unless
+    ``verifier=False`` (runs only timed); the run reads numbers with it."""
+    from conftest import make_arrays, tiny_dataset, write_idx_dir
+
+    from mnistkit import data, verifier_train
+    from mnistkit.training.runner import train
+
+    raw = write_idx_dir(tmp_path / "idx", make_arrays())
+    monkeypatch.setitem(data.DATASETS, "mnist", tiny_dataset(raw, name="mnist"))
+    monkeypatch.setattr(verifier_train, "NUMBERS", 20)
+    monkeypatch.setattr(verifier_train, "EPOCHS", 1)
+    run = train("seed-dense512", out=tmp_path / "run", epochs=1, data_dir=tmp_path / "idx",
+                cache_dir=tmp_path / "cache", device="cpu", quiet=True, verifier=wanted)  # fmt: skip
+    assert (run.path / VERIFIER_FILE).is_file() == wanted
+    assert (Classifier.load(run.path).verifier is not None) == wanted
+
+
 @pytest.mark.mnist
 def test_the_verifier_reads_touching_mnist_digits_as_two(mnist, tmp_path_factory):
     """Pairs of MNIST test digits touching (boxes overlapping by 6 % of their height), read by

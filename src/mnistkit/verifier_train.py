@@ -198,12 +198,13 @@ def _fit(
 
 
 def train_verifier(
-    images: np.ndarray, seed: int = 0, numbers: int = NUMBERS, epochs: int = EPOCHS,
+    images: np.ndarray, seed: int = 0, numbers: int | None = None, epochs: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:  # fmt: skip
-    """The verifier trained on the candidates of ``numbers`` clean numbers written with
-    ``images`` (MNIST training digits, uint8 (N, 28, 28)): its weights and what it was trained
-    on (the file's metadata)."""
+    """The verifier trained on the candidates of ``numbers`` (default ``NUMBERS``) clean
+    numbers written with ``images`` (MNIST training digits, (N, 28, 28)) for ``epochs``
+    (default ``EPOCHS``): its weights and what it was trained on (the file's metadata)."""
+    numbers, epochs = numbers or NUMBERS, epochs or EPOCHS
     t0 = time.perf_counter()
     x, y = candidates(np.asarray(images).reshape(-1, 28, 28), numbers, seed=seed)
     t1 = time.perf_counter()

@@ -94,6 +94,7 @@ def train(
     overwrite: bool = False,
     probe: Callable[[Callable[[], torch.nn.Module], int, float], None] | None = None,
     data_parallel: bool = True,
+    verifier: bool = True,
 ) -> Run:
     """Train a recipe, evaluate it on the test split and write a run directory.
 
@@ -120,6 +121,8 @@ def train(
         data_parallel: under torchrun (``WORLD_SIZE`` > 1), train this one run on all ranks
             (:mod:`mnistkit.training.distributed`); False trains independently in each process. Only
             rank 0 prints and writes ``out``; ``batch_size`` is the global batch.
+        verifier: on MNIST, also train the segmentation verifier that reading numbers uses
+            (``verifier.safetensors``, 20-40 s on 2 cores); False for runs only timed.
 
     Returns:
         :class:`Run` with the trained model (eval mode), the metrics and the run directory.
@@ -193,8 +196,15 @@ def train(
             metrics, temperature = final_metrics(model, splits.train, splits.val, splits.held,
                                                  splits.test, parallel)  # fmt: skip
             config["temperature"] = temperature
-            if main and spec.dataset == "mnist":
-                verifier(out, splits.train, spec.seed, quiet)
+            if main and verifier and spec.dataset == "mnist":
+                # The segmentation verifier that Classifier.read adds to its path search, on
+                # the run's own training digits. Here, not on a first read: the run is then
+                # complete when written (a read-only run, the onnx backend without torch and
+                # serving workers need nothing more), and its 20-40 s are paid once.
+                from mnistkit.verifier_train import add_verifier
+
+                log = None if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+                add_verifier(out, splits.train.x[:, 0].cpu().numpy(), spec.seed, log)
             metrics.update(
                 recipe=rec.name, dataset=spec.dataset, epochs=rec.epochs, seed=spec.seed,
                 device=dev.type, threads=torch.get_num_threads(),
@@ -206,22 +216,6 @@ def train(
                 runs.save_run(out, model, config, metrics, history)
     distributed.teardown(sync=True)
     return Run(model.eval(), metrics, out, temperature)
-
-
-def verifier(out: Path, train: Split, seed: int, quiet: bool) -> None:
-    """Train the segmentation verifier that ``Classifier.read`` adds to its path search
-    (:mod:`mnistkit.verifier_train`) on the run's own training digits, and write it in the run.
-
-    Here rather than on a first read: the run is then complete when written (a read-only run,
-    the onnx backend without torch, or several serving workers need nothing more), and the
-    20-40 s are paid once, where a training already waits. Digit runs only: on other data
-    sets there are no numbers to read."""
-    from mnistkit.verifier_train import save_verifier, train_verifier
-
-    images = train.x[:, 0].cpu().numpy()
-    log = None if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    weights, info = train_verifier(images, seed=seed, log=log)
-    save_verifier(out, weights, info)
 
 
 @dataclass(frozen=True)
