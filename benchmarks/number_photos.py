@@ -37,8 +37,9 @@ class NumberSample:
 
 def compose(
     digits: list[np.ndarray], rng: np.random.Generator, height: int, radius: int, thr: float
-) -> tuple[np.ndarray, tuple[int, int, int, int], list[float]]:
-    """The digits' ink in a row on a page: (coverage, the row's box, the gaps drawn)."""
+) -> tuple[np.ndarray, tuple[int, int, int, int], list[float], np.ndarray]:
+    """The digits' ink in a row on a page: (coverage, the row's box, the gaps drawn, and which
+    digit (k + 1, 0 for paper) holds most of the ink at each pixel)."""
     covers = []
     for d in digits:
         h = max(8, round(height * float(np.clip(1 + rng.normal(0, JITTER), 0.85, 1.15))))
@@ -62,12 +63,15 @@ def compose(
     margin_x = [int(height * rng.uniform(0.3, 1.5)) for _ in range(2)]
     margin_y = [int(height * rng.uniform(0.3, 1.2)) for _ in range(2)]
     page = np.zeros((row_h + sum(margin_y) + 1, width + sum(margin_x) + 1), np.float32)
-    for x, t, c in zip(xs, tops, covers, strict=True):
+    owner = np.zeros(page.shape, np.uint8)
+    for k, (x, t, c) in enumerate(zip(xs, tops, covers, strict=True)):
         y0, x0 = margin_y[0] + int(round(t - top)), margin_x[0] + x
         region = page[y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]]
-        np.maximum(region, c[: region.shape[0], : region.shape[1]], out=region)
+        c = c[: region.shape[0], : region.shape[1]]
+        owner[y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]][c > np.maximum(region, 0.1)] = k + 1
+        np.maximum(region, c, out=region)
     box = (margin_x[0], margin_y[0], margin_x[0] + width, margin_y[0] + row_h)
-    return page, box, gaps
+    return page, box, gaps, owner
 
 
 def render_number(
@@ -77,9 +81,10 @@ def render_number(
     pen, radius, thr = pen_style(rng)
     # The sizes of the single-digit photos (digit_photos.render): a scan to a close-up.
     height = int(np.exp(rng.uniform(np.log(24), np.log(320))))
-    page, box, gaps = compose(digits, rng, height, radius, thr)
+    page, box, gaps, owner = compose(digits, rng, height, radius, thr)
     data, params = photograph(page, box, height, rng)
-    return data, {"pen": pen, "height": height, "gaps": [round(g, 3) for g in gaps], **params}
+    return data, {"pen": pen, "height": height, "gaps": [round(g, 3) for g in gaps], **params,
+                  "owner": owner}  # fmt: skip
 
 
 def make_numbers(

@@ -37,7 +37,7 @@ import mnistkit
 from mnistkit.infer import read as rd
 from mnistkit.infer import segment as sg
 from mnistkit.infer.images import load_scaled
-from mnistkit.infer.inkmap import ink_map
+from mnistkit.infer.inkmap import InkMap, ink_map
 from mnistkit.infer.predict import Classifier
 from mnistkit.infer.preprocess import DECODE
 
@@ -167,17 +167,22 @@ class Cached:
     p: float
     seen: rd.Look | None
     lat: sg.Lattice
+    one: np.ndarray | None = None  # the one digit's 28x28
+    verified: float = 0.0  # the verifier's log p(one whole digit) of ``one``
 
 
 def cache(clf: Classifier, data: bytes, truth: str) -> Cached:
     pixels, scale = load_scaled(data, max_side=DECODE)
-    m = ink_map(pixels, scale)
+    return cache_map(clf, ink_map(pixels, scale), truth)
+
+
+def cache_map(clf: Classifier, m: InkMap | None, truth: str) -> Cached:
     found = rd.one_digit_of(m, clf.predict_arrays) if m is not None else None
     if m is None or found is None:
         return Cached(truth, "", 0.0, None, sg.Lattice([], 0.0, {}))
-    _, probs, seen = found
+    item, probs, seen = found
     lat = sg.lattice(m, clf.predict_arrays, sg.Costs()) or sg.Lattice([], 0.0, {})
-    return Cached(truth, str(int(probs[0].argmax())), float(probs[0].max()), seen, lat)
+    return Cached(truth, str(int(probs[0].argmax())), float(probs[0].max()), seen, lat, item.image)
 
 
 def replay(c: Cached, costs: sg.Costs, priors: rd.OneDigit) -> str:
@@ -186,7 +191,7 @@ def replay(c: Cached, costs: sg.Costs, priors: rd.OneDigit) -> str:
         return c.label
     path, score = sg.best_reading(c.lat, costs)
     whole = sg.group_cost(c.lat.prims, c.lat.height, costs) if c.lat.prims else 0.0
-    if len(path) <= 1 or score < c.seen.single(c.p, whole, costs, priors):
+    if len(path) <= 1 or score < c.seen.single(c.p, whole, costs, priors, c.verified):
         return c.label
     return "".join(str(int(c.lat.digits[g].probs.argmax())) for g in path)
 
@@ -198,32 +203,48 @@ SEARCH = {"costs": ["confidence", "entropy", "cut", "drop", "short", "snug", "wi
 SINGLE_KINDS = ("ruled", "shadow", "pencil", "lowres-12", "tight-4")
 
 
-def tune(clf: Classifier, samples: list, x: np.ndarray, y: np.ndarray, n_single: int) -> int:
-    """Coordinate search of the segmentation's costs and the one-digit priors on numbers and
-    single digits made from training digits: the most numbers read exactly plus twice the
-    single digits read right (a single digit must not be cut in two to read a pair)."""
+def single_photos(x: np.ndarray, y: np.ndarray, n_single: int) -> list[tuple[bytes, str]]:
+    """Single-digit photos of training digits for tuning: ``n_single`` photos and a sixth as
+    many of each of ``SINGLE_KINDS``, (encoded image, label)."""
     singles = [(s.data, str(s.label)) for s in digit_photos.make_set(x, y, n_single, start=1000)]
     for kind in SINGLE_KINDS:
         singles += [(s.data, str(s.label))
                     for s in digit_kinds.make_set(kind, x, y, n_single // 6, start=2000)]  # fmt: skip
+    return singles
+
+
+def tune(clf: Classifier, samples: list, x: np.ndarray, y: np.ndarray, n_single: int) -> int:
+    """Coordinate search of the segmentation's costs and the one-digit priors on numbers and
+    single digits made from training digits: the most numbers read exactly plus twice the
+    single digits read right (a single digit must not be cut in two to read a pair)."""
+    singles = single_photos(x, y, n_single)
     print(f"singles  {n_single} photos and {n_single // 6} each of {', '.join(SINGLE_KINDS)}, "
           "MNIST train digits")  # fmt: skip
     numbers = [cache(clf, s.data, s.number) for s in samples]
     ones = [cache(clf, data, label) for data, label in singles]
+    search(numbers, ones, sg.Costs(), rd.OneDigit(), SEARCH)
+    return 0
+
+
+def search(
+    numbers: list[Cached], ones: list[Cached], costs: sg.Costs, priors: rd.OneDigit,
+    names: dict[str, list[str]],
+) -> tuple[sg.Costs, rd.OneDigit]:  # fmt: skip
+    """Coordinate search from ``costs`` and ``priors`` over ``names`` (see :func:`tune`)."""
 
     def measure(costs: sg.Costs, priors: rd.OneDigit) -> tuple[float, float, float]:
         a = float(np.mean([replay(c, costs, priors) == c.truth for c in numbers]))
         b = float(np.mean([replay(c, costs, priors) == c.truth for c in ones]))
         return a + 2 * b, a, b
 
-    best = {"costs": sg.Costs(), "priors": rd.OneDigit()}
+    best = {"costs": costs, "priors": priors}
     score = measure(best["costs"], best["priors"])
-    print(f"defaults: numbers exact {score[1]:.2%}, single digits {score[2]:.2%}")
+    print(f"start: numbers exact {score[1]:.2%}, single digits {score[2]:.2%}")
     gained = True
     while gained:
         gained = False
-        for part, names in SEARCH.items():
-            for name in names:
+        for part, fields in names.items():
+            for name in fields:
                 for f in (0.5, 0.8, 1.25, 2.0):
                     trial = dict(best)
                     trial[part] = dataclasses.replace(
@@ -235,7 +256,7 @@ def tune(clf: Classifier, samples: list, x: np.ndarray, y: np.ndarray, n_single:
                         print(f"{name} = {getattr(trial[part], name):.3g}: numbers exact "
                               f"{s[1]:.2%}, single digits {s[2]:.2%}", flush=True)  # fmt: skip
     print(f"best: {best['costs']}\n      {best['priors']}")
-    return 0
+    return best["costs"], best["priors"]  # type: ignore[return-value]
 
 
 if __name__ == "__main__":

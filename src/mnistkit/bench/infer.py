@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from mnistkit.bench.train import machine_info
+from mnistkit.infer.verifier import Verifier
 
 Forward = Callable[[np.ndarray], Any]
 
@@ -166,10 +167,12 @@ def number_photo() -> bytes:
     return buf.getvalue()
 
 
-def bench_read(model: torch.nn.Module, runs: int = 20) -> dict[str, float]:
+def bench_read(
+    model: torch.nn.Module, runs: int = 20, verifier: Verifier | None = None
+) -> dict[str, float]:
     """Median ms (wall clock, and CPU time) to read the 6-digit number of :func:`number_photo`
     from its bytes: decoding, segmentation, every candidate digit through the model (torch,
-    one batch), one OpenCV thread."""
+    one batch) and the run's segmentation verifier if it has one, one OpenCV thread."""
     import cv2
 
     from mnistkit.infer.export import softmax
@@ -185,11 +188,11 @@ def bench_read(model: torch.nn.Module, runs: int = 20) -> dict[str, float]:
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        read_digits(data, probabilities)  # warm-up
+        read_digits(data, probabilities, verifier=verifier)  # warm-up
         times, cpu = [], []
         for _ in range(runs):
             t0, c0 = time.perf_counter(), time.process_time()
-            reading = read_digits(data, probabilities)
+            reading = read_digits(data, probabilities, verifier=verifier)
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     finally:
@@ -208,6 +211,7 @@ def bench_infer(
     channels_last: bool = True,
     backends: tuple[str, ...] = ("torch", "onnx"),
     preprocess_runs: int = 20,
+    verifier: Verifier | None = None,
 ) -> dict[str, Any]:
     """Images/second per batch size and single-image latency, per backend.
 
@@ -220,6 +224,7 @@ def bench_infer(
         channels_last: torch's memory format for convolutions (ONNX Runtime picks its own).
         backends: ``torch`` and/or ``onnx``.
         preprocess_runs: timed runs of preprocessing per image size (0: not measured).
+        verifier: the run's segmentation verifier, for reading a number (None: without).
 
     Returns:
         ``{"model", "tta", "machine", "backends": {name: {"images_per_second":
@@ -232,7 +237,7 @@ def bench_infer(
                            "machine": machine_info("cpu"), "backends": {}}  # fmt: skip
     if preprocess_runs > 0:
         out["preprocess"] = bench_preprocess(preprocess_runs)
-        out["read_number"] = bench_read(model, preprocess_runs)
+        out["read_number"] = bench_read(model, preprocess_runs, verifier)
     for backend in backends:
         if backend == "torch":
             forward: Forward | None = _torch_forward(model, channels_last)

@@ -160,7 +160,7 @@ def bench_train(
             run = train(recipe, out=out, seed=seed, device=device,
                         threads=threads, dataset=dataset, data_dir=data_dir,
                         cache_dir=cache_dir, epochs=epochs, quiet=True,
-                        probe=probe)  # fmt: skip
+                        probe=probe, verifier=False)  # fmt: skip
             m = run.metrics
             row = {
                 "seed": seed,

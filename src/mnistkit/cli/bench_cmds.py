@@ -65,6 +65,7 @@ def cmd_bench_infer(args: argparse.Namespace) -> int:
 
     from mnistkit.bench.infer import bench_infer, format_infer, load_for_bench
     from mnistkit.bench.train import save_json
+    from mnistkit.infer.verifier import load_verifier
 
     try:
         sizes = tuple(int(b) for b in args.batch_sizes.split(","))
@@ -77,8 +78,9 @@ def cmd_bench_infer(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_for_bench(args.run, args.model)
+    verifier = load_verifier(args.run) if args.run else None
     result = bench_infer(model, name=args.run or args.model, batch_sizes=sizes,
-                         min_seconds=args.seconds)  # fmt: skip
+                         min_seconds=args.seconds, verifier=verifier)  # fmt: skip
     print(format_infer(result))
     if args.json:
         save_json(args.json, result)

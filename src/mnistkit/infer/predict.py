@@ -42,6 +42,7 @@ from mnistkit.infer.prediction import (  # noqa: F401  (re-exported: their home 
 )
 from mnistkit.infer.preprocess import Preprocessed, preprocess
 from mnistkit.infer.read import read_digits
+from mnistkit.infer.verifier import Verifier, load_verifier
 from mnistkit.rundir import RunDir
 
 Forward = Callable[[np.ndarray], np.ndarray]  # (N, 1, 28, 28) float32 -> logits (N, 10)
@@ -61,12 +62,16 @@ class Classifier:
         max_bytes: int = MAX_BYTES,
         max_pixels: int = MAX_PIXELS,
         batch_size: int = 512,
+        verifier: Verifier | None = None,
     ):
         self._forward = forward
         self.info = info
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.batch_size = batch_size
+        # The run's segmentation verifier (mnistkit.infer.verifier), for read(); None in runs
+        # trained before it, which read numbers without it.
+        self.verifier = verifier
 
     @classmethod
     def load(
@@ -119,7 +124,9 @@ class Classifier:
             forward, config = _onnx_forward(run_dir, threads)
         info = {**RunDir(run_dir).metrics(), "model": config.get("model")}
         info.update(backend=backend, run_dir=str(run_dir), temperature=temperature_of(config))
-        return cls(forward, info, max_bytes=max_bytes, max_pixels=max_pixels)
+        verifier = load_verifier(run_dir)
+        info["verifier"] = verifier is not None
+        return cls(forward, info, max_bytes=max_bytes, max_pixels=max_pixels, verifier=verifier)
 
     def predict_arrays(self, x28: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for 28x28 images taken as is.
@@ -176,7 +183,8 @@ class Classifier:
         Raises:
             ImageError / ImageTooLargeError: the image cannot be read.
         """
-        reading = read_digits(image, self.predict_arrays, self.max_bytes, self.max_pixels)
+        reading = read_digits(image, self.predict_arrays, self.max_bytes, self.max_pixels,
+                              verifier=self.verifier)  # fmt: skip
         return reading_prediction(reading)
 
     def predict_batch(self, images: Sequence[ImageSource]) -> list[Prediction]:

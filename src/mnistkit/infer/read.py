@@ -16,7 +16,15 @@ from mnistkit.infer.images import MAX_BYTES, MAX_PIXELS, ImageSource, load_scale
 from mnistkit.infer.inkmap import InkMap, ink_map
 from mnistkit.infer.pieces import select_digit
 from mnistkit.infer.preprocess import DECODE, Preprocessed, cut_digit, extent, preprocess
-from mnistkit.infer.segment import LOG_ASPECT, MAX_PRIMITIVES, Costs, Probabilities, segment
+from mnistkit.infer.segment import (
+    LOG_ASPECT,
+    MAX_PRIMITIVES,
+    VERIFIED,
+    Costs,
+    Probabilities,
+    Verifier,
+    segment,
+)
 
 
 @dataclass(frozen=True)
@@ -52,14 +60,18 @@ class Look:
         """Shaped like one digit with nothing beside it: read without segmentation."""
         return (self.lone or self.gap <= one.gap) and self.share >= one.ink and self.z <= one.z
 
-    def single(self, p: float, whole: float, costs: Costs, one: OneDigit) -> float:
+    def single(
+        self, p: float, whole: float, costs: Costs, one: OneDigit, verified: float = 0.0
+    ) -> float:
         """The score of reading the page as this one digit (top probability ``p``): as the
-        segmentation scores a digit, its aspect for its class and ``whole``, the geometric
-        cost of all the ink as one digit, with a prior; -inf when it holds too little ink."""
+        segmentation scores a digit (``verified``: the verifier's log-odds of one whole digit), its
+        aspect for its class and ``whole``, the geometric cost of all the ink as one digit,
+        with a prior; -inf when it holds too little ink."""
         if self.share < one.share:
             return -np.inf
         prior = one.lone_prior if self.lone else one.prior
-        return costs.confidence * float(np.log(max(p, 1e-12))) - self.z**2 / 2 - whole + prior
+        said = costs.confidence * float(np.log(max(p, 1e-12))) + costs.verify * verified
+        return said - self.z**2 / 2 - whole + prior
 
 
 @dataclass
@@ -79,6 +91,7 @@ def read_digits(
     max_pixels: int = MAX_PIXELS,
     costs: Costs | None = None,
     priors: OneDigit | None = None,
+    verifier: Verifier | None = None,
 ) -> Reading:
     """Find and read every digit of an image (see the module's docstring).
 
@@ -86,13 +99,17 @@ def read_digits(
         source: anything :func:`mnistkit.preprocess` takes; a (28, 28) array is one digit.
         probabilities: (N, 28, 28) -> (N, 10) calibrated probabilities (the classifier's).
         max_bytes, max_pixels: limits on the image.
-        costs: the segmentation's costs (default: the tuned ones).
+        costs: the segmentation's costs (default: the tuned ones, ``segment.VERIFIED`` with
+            a verifier).
         priors: when the one digit found alone is the reading (default: the tuned ones).
+        verifier: (N, 28, 28) -> (N,) log-odds that each candidate digit is one whole digit
+            (:mod:`mnistkit.infer.verifier`); None reads without one.
 
     Raises:
         ImageError, ImageTooLargeError: as :func:`mnistkit.preprocess`.
     """
-    costs, one_digit = costs or Costs(), priors or OneDigit()
+    costs = costs or (VERIFIED if verifier is not None else Costs())
+    one_digit = priors or OneDigit()
     none = np.zeros((0, 10), np.float32)
     if isinstance(source, np.ndarray) and np.squeeze(source).shape == (28, 28):
         item = preprocess(source)
@@ -107,13 +124,15 @@ def read_digits(
     one, probs, seen = found_one
     if seen.alone(one_digit):
         return Reading([one], probs)  # shaped like one digit, nothing beside it: no segmentation
-    found = segment(m, probabilities, costs)
+    found = segment(m, probabilities, costs, verifier)
     if found is None:
         why = (f"more than {MAX_PRIMITIVES} pieces of ink: not a line of digits "
                f"(at most about {MAX_PRIMITIVES // 3} digits are read)")  # fmt: skip
         return Reading([], none, refused=why)
     digits, score, whole = found
-    if len(digits) <= 1 or score < seen.single(float(probs[0].max()), whole, costs, one_digit):
+    verified = float(verifier(one.image[None])[0]) if verifier is not None else 0.0
+    p = float(probs[0].max())
+    if len(digits) <= 1 or score < seen.single(p, whole, costs, one_digit, verified):
         return Reading([one], probs)
     return Reading([d.item for d in digits], np.stack([d.probs for d in digits]))
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ def train(
     overwrite: bool = False,
     probe: Callable[[Callable[[], torch.nn.Module], int, float], None] | None = None,
     data_parallel: bool = True,
+    verifier: bool = True,
 ) -> Run:
     """Train a recipe, evaluate it on the test split and write a run directory.
 
@@ -119,6 +121,8 @@ def train(
         data_parallel: under torchrun (``WORLD_SIZE`` > 1), train this one run on all ranks
             (:mod:`mnistkit.training.distributed`); False trains independently in each process. Only
             rank 0 prints and writes ``out``; ``batch_size`` is the global batch.
+        verifier: on MNIST, also train the segmentation verifier that reading numbers uses
+            (``verifier.safetensors``, 20-40 s on 2 cores); False for runs only timed.
 
     Returns:
         :class:`Run` with the trained model (eval mode), the metrics and the run directory.
@@ -192,6 +196,15 @@ def train(
             metrics, temperature = final_metrics(model, splits.train, splits.val, splits.held,
                                                  splits.test, parallel)  # fmt: skip
             config["temperature"] = temperature
+            if main and verifier and spec.dataset == "mnist":
+                # The segmentation verifier that Classifier.read adds to its path search, on
+                # the run's own training digits. Here, not on a first read: the run is then
+                # complete when written (a read-only run, the onnx backend without torch and
+                # serving workers need nothing more), and its 20-40 s are paid once.
+                from mnistkit.verifier_train import add_verifier
+
+                log = None if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+                add_verifier(out, splits.train.x[:, 0].cpu().numpy(), spec.seed, log)
             metrics.update(
                 recipe=rec.name, dataset=spec.dataset, epochs=rec.epochs, seed=spec.seed,
                 device=dev.type, threads=torch.get_num_threads(),
