@@ -343,6 +343,40 @@ def test_sources_path_file_bytes_pil_array_agree(mnist, tmp_path):
             assert np.allclose(preprocess(src).image, ref, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "mode", ["L", "RGB", "RGBA", "RGBA-grey", "RGBA-transparent", "LA", "P", "I;16", "1"]
+)
+def test_png_pixels_are_pillows(mode):
+    """The PNGs OpenCV decodes come out as Pillow's route gives them; the others go to it."""
+    from mnistkit.infer.images import load_array, png_pixels, simple_png, to_array
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)
+    grey = rgb[..., 0]
+    alpha = np.full_like(grey, 255)
+    if mode == "RGBA-transparent":
+        alpha[5:9, 5:30] = 0
+    im = {
+        "L": lambda: Image.fromarray(grey),
+        "RGB": lambda: Image.fromarray(rgb),
+        "RGBA": lambda: Image.fromarray(np.dstack([rgb, alpha])),
+        "RGBA-grey": lambda: Image.fromarray(np.dstack([grey, grey, grey, alpha])),
+        "RGBA-transparent": lambda: Image.fromarray(np.dstack([rgb, alpha])),
+        "LA": lambda: Image.fromarray(np.dstack([grey, alpha])),
+        "P": lambda: Image.fromarray(rgb).convert("P"),
+        "I;16": lambda: Image.fromarray(grey.astype(np.uint16) * 257),
+        "1": lambda: Image.fromarray(grey > 128),
+    }[mode]()
+    data = encode(im, "PNG")
+    header = Image.open(io.BytesIO(data))
+    by_opencv = simple_png(header) and png_pixels(data, header) is not None
+    assert by_opencv == (mode in ("L", "RGB", "RGBA", "RGBA-grey"))
+    got = load_array(data)
+    want = to_array(Image.open(io.BytesIO(data)))
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(got, want)
+
+
 # --- bad input ----------------------------------------------------------------------------
 
 

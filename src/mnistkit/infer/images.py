@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import IO, Any, Union
 
+import cv2
 import numpy as np
 from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
@@ -93,8 +94,10 @@ def read_bytes(source: Any, max_bytes: int = MAX_BYTES) -> bytes:
 
 def decode(
     data: bytes, what: str = "the image", max_pixels: int = MAX_PIXELS, max_side: int | None = None
-) -> Image.Image:
+) -> Image.Image | np.ndarray:
     """Decode the first frame of PNG/JPEG/BMP/WebP/GIF/TIFF bytes, upright (EXIF orientation).
+
+    A :func:`simple_png` comes as :func:`to_array` would give its pixels, decoded by OpenCV.
 
     With ``max_side``, a JPEG larger than that is decoded at a reduced scale (1/2, 1/4 or 1/8,
     Pillow's ``draft``: the decoder skips the detail), never below ``max_side`` on its long
@@ -112,6 +115,10 @@ def decode(
                 full = max(im.size)
                 im.draft(im.mode, (math.ceil(im.size[0] * k), math.ceil(im.size[1] * k)))
                 im.info["mnistkit_scale"] = full / max(im.size)
+            if simple_png(im):
+                pixels = png_pixels(data, im)
+                if pixels is not None:
+                    return pixels
             im.load()
             return ImageOps.exif_transpose(im)
     except Image.DecompressionBombError:
@@ -124,6 +131,33 @@ def decode(
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
         raise ImageError(f"{what} is damaged or truncated ({e}).") from None
+
+
+def simple_png(im: Image.Image) -> bool:
+    """An 8-bit grey, RGB or RGBA PNG without a transparent colour or EXIF: what a browser's
+    canvas, a screenshot or a scan saves, and what :func:`png_pixels` decodes."""
+    return (im.format == "PNG" and im.mode in ("L", "RGB", "RGBA")
+            and "transparency" not in im.info and "exif" not in im.info)  # fmt: skip
+
+
+def png_pixels(data: bytes, im: Image.Image) -> np.ndarray | None:
+    """:func:`to_array` of a :func:`simple_png`, decoded by OpenCV (libpng) straight into
+    numpy; None when it has transparent pixels or libpng refuses it (a damaged file: Pillow
+    then says why). The drawing page's 280x280 canvas: 0.95 ms instead of 1.07 through
+    Pillow's decoder, its band split and compare (EPYC, busy)."""
+    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if a is None or a.dtype != np.uint8 or a.shape[:2] != (im.size[1], im.size[0]):
+        return None
+    if a.ndim == 2:
+        return a[..., None]
+    if a.shape[2] == 4:
+        if int(a[..., 3].min()) < 255:
+            return None
+        a = a[..., :3]
+    b, g, r = a[..., 0], a[..., 1], a[..., 2]
+    if np.array_equal(b, g) and np.array_equal(g, r):
+        return np.ascontiguousarray(r)[..., None]
+    return cv2.cvtColor(a, cv2.COLOR_BGR2RGB)
 
 
 def check_pixels(im: Image.Image | np.ndarray, what: str, max_pixels: int) -> None:
@@ -297,6 +331,8 @@ def load_scaled(
         except (OSError, ValueError) as e:
             raise ImageError(f"{what} cannot be converted ({e}).") from None
     im = decode(read_bytes(source, max_bytes), what, max_pixels, max_side)
+    if isinstance(im, np.ndarray):
+        return im, 1.0
     try:
         return to_array(im), float(im.info.get("mnistkit_scale", 1.0))
     except (OSError, ValueError) as e:

@@ -30,6 +30,7 @@ from mnistkit.infer.pieces import Pieces, drop_lines, edge_bands
 # Detection runs on the image shrunk by the whole factor that brings it nearest WORK px (a
 # 1000 px image at 500 px, in a quarter of the time).
 WORK = 512
+FLAT_WORK = 128  # px: a flat canvas at least twice this is searched at half size
 
 
 @dataclass
@@ -103,6 +104,13 @@ def ink_map(pixels: np.ndarray, scale: float = 1.0) -> InkMap | None:
     size = (max(1, w // round(1 / f)), max(1, h // round(1 / f)))
     work = unit(src if f == 1 else cv2.resize(src, size, interpolation=cv2.INTER_AREA))
     paper = estimate_paper(work)
+    if paper.grid is None and f == 1 and min(h, w) >= 2 * FLAT_WORK:
+        # A flat canvas (the drawing page's, 280 px high, brush 20 px) has no noise or
+        # shadow to look through: its strokes are found at half size, and a digit under BOX
+        # px there is cut from the decoded pixels, as from a photo. The page's canvas: x0.77
+        # of the CPU time (A/B in one process, EPYC); 1,000 canvases of each size read alike.
+        work = cv2.resize(work, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        f = 0.5
     direction = None
     if work.ndim == 3:
         # The ink's colour, from the grid (or a sample of a flat canvas).
