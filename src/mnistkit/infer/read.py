@@ -41,6 +41,9 @@ class OneDigit:
     z: float = 1.6  # ... when its aspect is within this many sd of its class's, and ...
     gap: float = 0.08  # ... it is one piece or no gap across it is wider than this x its height
     share: float = 0.6  # under this share, the ink is several digits
+    # With a verifier, no segmentation also needs its log-odds of one whole digit over this:
+    # two touching digits shaped like one wide digit ("89" read as a 0) are not.
+    whole: float = -2.0
     # Prior for one digit (nats) against the segmentation's best reading; less for one piece of
     # ink, since a one-piece page not shaped like one digit is mostly two touching digits.
     prior: float = 4.25
@@ -122,7 +125,8 @@ def read_digits(
     if m is None or found_one is None:
         return Reading([], none)
     one, probs, seen = found_one
-    if seen.alone(one_digit):
+    verified = float(verifier(one.image[None])[0]) if verifier is not None else 0.0
+    if seen.alone(one_digit) and (verifier is None or verified >= one_digit.whole):
         return Reading([one], probs)  # shaped like one digit, nothing beside it: no segmentation
     found = segment(m, probabilities, costs, verifier)
     if found is None:
@@ -130,7 +134,6 @@ def read_digits(
                f"(at most about {MAX_PRIMITIVES // 3} digits are read)")  # fmt: skip
         return Reading([], none, refused=why)
     digits, score, whole = found
-    verified = float(verifier(one.image[None])[0]) if verifier is not None else 0.0
     p = float(probs[0].max())
     if len(digits) <= 1 or score < seen.single(p, whole, costs, one_digit, verified):
         return Reading([one], probs)
