@@ -23,8 +23,8 @@ else, so a photo or a drawing must be brought into that form first:
    digits average (13.99, 14.01)).
 
 Image operations are OpenCV's. On one thread, decoding included (``mnistkit bench infer``,
-the 2-core Xeon at load 6): a 4000x3000 JPEG photo 39 ms, a 1000x1000 JPEG 19 ms, the drawing
-page's 280x280 PNG 1.8 ms, where the numpy operations before took 3,015, 372 and 12 ms.
+the 2-core EPYC, quiet): a 4000x3000 JPEG photo 38 ms, a 1000x1000 JPEG 18-20 ms, the drawing
+page's 280x280 PNG 1.9 ms, where the numpy operations before took 3,015, 372 and 12 ms.
 """
 
 from __future__ import annotations
