@@ -159,7 +159,7 @@ def png_pixels(data: bytes, im: Image.Image) -> np.ndarray | None:
             return blue.astype(np.uint8)[..., None]
         if int(a[..., 3].min()) < 255:
             return None
-        a = a[..., :3]
+        return cv2.cvtColor(a, cv2.COLOR_BGRA2RGB)  # opaque, not grey: colour
     b, g, r = a[..., 0], a[..., 1], a[..., 2]
     if np.array_equal(b, g) and np.array_equal(g, r):
         return np.ascontiguousarray(r)[..., None]
