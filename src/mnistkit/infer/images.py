@@ -152,7 +152,8 @@ def png_pixels(data: bytes, im: Image.Image) -> np.ndarray | None:
         return a[..., None]
     if a.shape[2] == 4:
         # Opaque grey (the drawing page's canvas) in one pass over the pixels as 32-bit words
-        # (B, G, R, A in memory): 0.1 ms less than comparing the strided channels.
+        # (B, G, R, A in memory): 1.94 -> 1.87 ms for the canvas, against comparing the strided
+        # channels (A/B in one process, EPYC).
         word = a.view(np.dtype("<u4"))[..., 0]
         blue = word & 0xFF
         if np.array_equal(word, blue * 0x010101 | 0xFF000000):
