@@ -1,6 +1,7 @@
 """Reading photographed numbers: exact numbers, digits in place, split and merge errors.
 
     python benchmarks/read_numbers.py RUN_DIR [--n 1000] [--split test|train] [--seed 0]
+    python benchmarks/read_numbers.py RUN_DIR --split train --start 58000  # digits it never saw
     python benchmarks/read_numbers.py RUN_DIR --tune [--n 600] [--n-single 600]  # train digits
 
 The numbers are :mod:`number_photos`: 2-6 MNIST digits in a row at natural spacing on a
@@ -109,6 +110,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=1000, help="numbers (default 1000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", default="test", choices=["test", "train"])
+    ap.add_argument("--start", type=int, default=0,
+                    help="--split train: digits from this index on (default 0; 58000: "
+                         "fast's hold-out; a run of benchmarks/fewer_digits.py: its --digits)")  # fmt: skip
     ap.add_argument("--tune", action="store_true", help="search the costs on training digits")
     ap.add_argument("--n-single", type=int, default=600,
                     help="--tune: single-digit photos beside the numbers (default 600)")  # fmt: skip
@@ -117,7 +121,7 @@ def main() -> int:
     args = ap.parse_args()
     split = "train" if args.tune else args.split
     (xtr, ytr), (xte, yte) = mnistkit.load_data()
-    x, y = (xte, yte) if split == "test" else (xtr, ytr)
+    x, y = (xte, yte) if split == "test" else (xtr[args.start :], ytr[args.start :])
     clf = Classifier.load(args.run_dir, backend=args.backend)
     print(f"model    {args.run_dir} ({clf.info.get('recipe')}, {args.backend}); "
           f"MNIST test accuracy {clf.info.get('test_accuracy', float('nan')):.2%}")  # fmt: skip
@@ -127,7 +131,8 @@ def main() -> int:
     t0 = time.perf_counter()
     samples = number_photos.make_numbers(x, y, args.n, seed=args.seed)
     lengths = np.bincount([len(s.number) for s in samples], minlength=7)[2:]
-    print(f"set      {args.n} numbers of MNIST {split} digits (2-6 digits: "
+    first = f" from {args.start}" if split == "train" and args.start else ""
+    print(f"set      {args.n} numbers of MNIST {split} digits{first} (2-6 digits: "
           f"{', '.join(str(int(c)) for c in lengths)}), seed {args.seed}, "
           f"rendered in {time.perf_counter() - t0:.0f} s")  # fmt: skip
     truths = [s.number for s in samples]

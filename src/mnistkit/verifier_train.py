@@ -23,10 +23,12 @@ from mnistkit.infer import segment as sg
 from mnistkit.infer.inkmap import ink_map
 from mnistkit.infer.verifier import SHAPES, VERIFIER_FILE
 
-# 800 numbers give ~25,000 candidates: on 400 held-out numbers of training digits 85.25 %
-# exact with them, 83.75 % with 15,500 (and 81.25 % without a verifier); 4 epochs of 64.
-# About 20 s for the candidates and 20 s for the net on the shared 2-core EPYC.
-NUMBERS = 800
+# 2,400 numbers give ~77,000 candidates. Read by a model that never saw their writers
+# (benchmarks/fewer_digits.py: `fast` on 14,500 digits, two seeds, 800 numbers each of digits
+# 15,000-39,999 and 40,000-57,999), 800 numbers' worth read 81.0-82.1 % of numbers exactly,
+# 2,400 numbers' 82.5-83.1 % (merges 5.8-7.9 -> 4.5-5.9 %); 800 numbers for 8 epochs instead,
+# 82.3-82.4 %. About 50 s for the candidates and 50 s for the net on the 2-core EPYC.
+NUMBERS = 2400
 EPOCHS = 4
 
 # A number as people write one (benchmarks/number_photos.py): gaps between the digits' boxes
@@ -205,6 +207,8 @@ def train_verifier(
     numbers written with ``images`` (MNIST training digits, (N, 28, 28)) for ``epochs``
     (default ``EPOCHS``): its weights and what it was trained on (the file's metadata)."""
     numbers, epochs = numbers or NUMBERS, epochs or EPOCHS
+    if log:
+        log(f"segmentation verifier: cutting {numbers} numbers written with the training digits")
     t0 = time.perf_counter()
     x, y = candidates(np.asarray(images).reshape(-1, 28, 28), numbers, seed=seed)
     t1 = time.perf_counter()

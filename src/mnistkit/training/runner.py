@@ -122,7 +122,7 @@ def train(
             (:mod:`mnistkit.training.distributed`); False trains independently in each process. Only
             rank 0 prints and writes ``out``; ``batch_size`` is the global batch.
         verifier: on MNIST, also train the segmentation verifier that reading numbers uses
-            (``verifier.safetensors``, 20-40 s on 2 cores); False for runs only timed.
+            (``verifier.safetensors``, about 90 s on 2 cores); False for runs only timed.
 
     Returns:
         :class:`Run` with the trained model (eval mode), the metrics and the run directory.
@@ -200,7 +200,7 @@ def train(
                 # The segmentation verifier that Classifier.read adds to its path search, on
                 # the run's own training digits. Here, not on a first read: the run is then
                 # complete when written (a read-only run, the onnx backend without torch and
-                # serving workers need nothing more), and its 20-40 s are paid once.
+                # serving workers need nothing more), and its 90 s are paid once.
                 from mnistkit.verifier_train import add_verifier
 
                 log = None if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
