@@ -23,7 +23,7 @@ from mnistkit.infer import segment as sg
 from mnistkit.infer.inkmap import ink_map
 from mnistkit.infer.verifier import SHAPES, VERIFIER_FILE
 
-# 2,400 numbers give ~77,000 candidates. Read by a model that never saw their writers
+# 2,400 numbers give ~77,000 candidates. Read by a model that never saw their digits
 # (benchmarks/fewer_digits.py: `fast` on 14,500 digits, two seeds, 800 numbers each of digits
 # 15,000-39,999 and 40,000-57,999), 800 numbers' worth read 81.0-82.1 % of numbers exactly,
 # 2,400 numbers' 82.5-83.1 % (merges 5.8-7.9 -> 4.5-5.9 %); 800 numbers for 8 epochs instead,
