@@ -227,3 +227,16 @@ def test_two_mnist_digits_side_by_side_are_two_digits(mnist, tmp_path_factory):
         reads = [clf.read(mnist_pair(x, a, b, gap)).number for a, b in pairs]
         two = sum(len(r) == 2 for r in reads)
         assert two >= least, (gap, two, reads)
+
+
+def test_dark_specks_beside_a_broken_thin_digit_are_not_digits():
+    """A thin pen's digit falls apart into dashes, and dark specks outweigh them: weighed by
+    ink the specks set the line's height and were read as digits ("0001" for a 1). A piece a
+    couple of strokes long and under half the longest is a speck."""
+    img = page(400, 200)
+    for top in (40, 80, 120):  # a 1 in three dashes, 3 px wide
+        cv2.line(img, (200, top), (200, top + 30), 20, 3)
+    for cx, cy in ((60, 60), (110, 150), (300, 40), (340, 160)):
+        cv2.rectangle(img, (cx, cy), (cx + 7, cy + 7), 0, -1)  # 8 px, dark
+    pred = read(img)
+    assert pred.number == "1"  # "00100" when the specks set the line's height

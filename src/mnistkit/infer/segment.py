@@ -155,8 +155,11 @@ def line_height(c: Clusters) -> float:
     return float(np.median(c.y1[big] - c.y0[big]))
 
 
-def primitives(c: Clusters, height: float, costs: Costs) -> list[Primitive]:
-    """The clusters, wide ones cut at the minima of their ink per column, in reading order."""
+def primitives(
+    c: Clusters, height: float, costs: Costs, specks: np.ndarray | None = None
+) -> list[Primitive]:
+    """The clusters, wide ones cut at the minima of their ink per column, in reading order;
+    ``specks``: clusters that are small whatever their size."""
     out = []
     for k in range(len(c)):
         if c.mass[k] <= 0:
@@ -164,6 +167,7 @@ def primitives(c: Clusters, height: float, costs: Costs) -> list[Primitive]:
         x0, x1, y0, y1 = int(c.x0[k]), int(c.x1[k]), int(c.y0[k]), int(c.y1[k])
         piece = c.labels[y0:y1, x0:x1] == k + 1
         small = max(x1 - x0, y1 - y0) <= costs.small * height
+        small |= specks is not None and bool(specks[k])
         cuts: list[tuple[int, float]] = []
         if x1 - x0 > costs.cut_from * height:
             cuts = cut_columns(piece, height, costs)
@@ -259,9 +263,14 @@ def lattice(
     if not keep.any():
         keep = p.area >= 1
     mask = np.r_[False, keep][p.labels]
-    height = line_height(Clusters.of(mask, m.smooth, 0))
+    # The line's height from its strokes, not from specks of dust (p.dots()).
+    tall = np.r_[False, keep & ~p.dots()][p.labels] if (keep & ~p.dots()).any() else mask
+    height = line_height(Clusters.of(tall, m.smooth, 0))
     c = Clusters.of(mask, m.smooth, int(round(costs.reach * height)))
-    every = primitives(c, height, costs)
+    # A cluster of specks alone is small whatever the line's height: a thin pen's digit
+    # broken in pieces the size of specks makes the line look short.
+    solid = np.bincount(c.labels[np.r_[False, keep & ~p.dots()][p.labels]], minlength=len(c) + 1)
+    every = primitives(c, height, costs, specks=solid[1:] == 0)
     # Small pieces (specks, a stroke's loose end) are no digit alone: each goes with the
     # candidate digit whose box holds it, or with none.
     prims = [q for q in every if not q.small]
