@@ -258,11 +258,12 @@ def drop_lines(mask: np.ndarray, faint: np.ndarray) -> np.ndarray:
     # Only the window of the digit's ink and the line pixels it touches is looked at (the
     # runs over a whole 512 px page took 12 ms).
     lined = gone & np.r_[False, ~box[1:]][labels]
-    touched = lined & cv2.dilate((mask & ~lined).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    beside = cv2.dilate((mask & ~lined).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    touched = lined & beside
     if touched.any():
         near = touched | (mask & ~gone)
-        rows, cols = np.flatnonzero(near.any(1)), np.flatnonzero(near.any(0))
-        win = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        ys, xs = np.flatnonzero(near.any(1)), np.flatnonzero(near.any(0))
+        win = np.s_[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1]
         ink, line = mask[win], lined[win]
         across_ink = np.minimum(runs(ink, 0), runs(ink, 1))
         across_line = np.minimum(runs(line, 0), runs(line, 1))
