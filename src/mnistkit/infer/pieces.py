@@ -26,6 +26,7 @@ BOX_FILL, BOX_BAND = 0.6, 0.1
 RULE_THIN = 0.6  # a rule within the digit's span is thinner than this x its strokes
 RULE_BEYOND = 0.25  # ... and a rule runs on past the digit by this x its size
 BLOTCH = 0.25  # a "line" whose pixels cover this share of the frame is a blotch of the page
+MANY = 512  # pieces: past this, specks are told without comparing every pair of boxes
 
 
 @dataclass
@@ -87,6 +88,9 @@ class Pieces:
                 boundary = np.bincount(self.labels[edge], minlength=len(self) + 1)[1:]
                 width = 2.0 * self.area / np.maximum(boundary, 1)
                 blob = (length <= DOT * width) & (2 * length < length.max())
+                if len(self) > MANY:
+                    self._dots = blob  # a texture, not a page of digits: no pairs of boxes
+                    return blob
                 # ... and apart from the strokes: a short thick dash beside a 7 is its own.
                 dx = np.maximum(self.x0[None] - self.x1[:, None], self.x0[:, None] - self.x1[None])
                 dy = np.maximum(self.y0[None] - self.y1[:, None], self.y0[:, None] - self.y1[None])

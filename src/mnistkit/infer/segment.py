@@ -264,12 +264,13 @@ def lattice(
         keep = p.area >= 1
     mask = np.r_[False, keep][p.labels]
     # The line's height from its strokes, not from specks of dust (p.dots()).
-    tall = np.r_[False, keep & ~p.dots()][p.labels] if (keep & ~p.dots()).any() else mask
-    height = line_height(Clusters.of(tall, m.smooth, 0))
+    strokes = keep & ~p.dots()
+    stroke_px = np.r_[False, strokes][p.labels] if strokes.any() else mask
+    height = line_height(Clusters.of(stroke_px, m.smooth, 0))
     c = Clusters.of(mask, m.smooth, int(round(costs.reach * height)))
     # A cluster of specks alone is small whatever the line's height: a thin pen's digit
     # broken in pieces the size of specks makes the line look short.
-    solid = np.bincount(c.labels[np.r_[False, keep & ~p.dots()][p.labels]], minlength=len(c) + 1)
+    solid = np.bincount(c.labels[stroke_px], minlength=len(c) + 1)
     every = primitives(c, height, costs, specks=solid[1:] == 0)
     # Small pieces (specks, a stroke's loose end) are no digit alone: each goes with the
     # candidate digit whose box holds it, or with none.
