@@ -6,7 +6,8 @@ Masks are (H, W) bool; connected pieces are OpenCV's 8-connected components.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -27,6 +28,7 @@ RULE_THIN = 0.6  # a rule within the digit's span is thinner than this x its str
 RULE_BEYOND = 0.25  # ... and a rule runs on past the digit by this x its size
 BLOTCH = 0.25  # a "line" whose pixels cover this share of the frame is a blotch of the page
 MANY = 512  # pieces: past this, specks are told without comparing every pair of boxes
+CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)  # a pixel's 4 neighbours
 
 
 @dataclass
@@ -41,7 +43,6 @@ class Pieces:
     x1: np.ndarray
     y1: np.ndarray
     contact: np.ndarray  # longest run along one image side, fraction of that side
-    _dots: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, mask: np.ndarray, ink: np.ndarray) -> Pieces:
@@ -68,6 +69,7 @@ class Pieces:
     def __len__(self) -> int:
         return len(self.area)
 
+    @functools.cached_property
     def dots(self) -> np.ndarray:
         """Specks of dust: solid blobs, pieces no longer than ``DOT`` times their own width
         (2 x area / boundary: a filled square is 2 of its widths long, a dash or a ring many)
@@ -78,25 +80,21 @@ class Pieces:
         is a blob a few strokes wide), nor one within its length of a stroke. Measured
         against the page's strokes instead, a 2's detached top stroke was a speck beside a fat
         8, and the 2 read as a 4."""
-        if self._dots is None:
-            self._dots = np.zeros(len(self), bool)
-            if len(self) > 1:
-                length = np.maximum(self.x1 - self.x0, self.y1 - self.y0)
-                ink = (self.labels > 0).astype(np.uint8)
-                cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
-                edge = ink > cv2.erode(ink, cross, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-                boundary = np.bincount(self.labels[edge], minlength=len(self) + 1)[1:]
-                width = 2.0 * self.area / np.maximum(boundary, 1)
-                blob = (length <= DOT * width) & (2 * length < length.max())
-                if len(self) > MANY:
-                    self._dots = blob  # a texture, not a page of digits: no pairs of boxes
-                    return blob
-                # ... and apart from the strokes: a short thick dash beside a 7 is its own.
-                dx = np.maximum(self.x0[None] - self.x1[:, None], self.x0[:, None] - self.x1[None])
-                dy = np.maximum(self.y0[None] - self.y1[:, None], self.y0[:, None] - self.y1[None])
-                near = np.maximum(dx, dy) <= length[:, None]
-                self._dots = blob & ~(near & ~blob[None]).any(axis=1)
-        return self._dots
+        if len(self) <= 1:
+            return np.zeros(len(self), bool)
+        length = np.maximum(self.x1 - self.x0, self.y1 - self.y0)
+        ink = (self.labels > 0).astype(np.uint8)
+        edge = ink > cv2.erode(ink, CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        boundary = np.bincount(self.labels[edge], minlength=len(self) + 1)[1:]
+        width = 2.0 * self.area / np.maximum(boundary, 1)
+        blob = (length <= DOT * width) & (2 * length < length.max())
+        if len(self) > MANY:
+            return blob  # a texture, not a page of digits: no pairs of boxes
+        # ... and apart from the strokes: a short thick dash beside a 7 is its own.
+        dx = np.maximum(self.x0[None] - self.x1[:, None], self.x0[:, None] - self.x1[None])
+        dy = np.maximum(self.y0[None] - self.y1[:, None], self.y0[:, None] - self.y1[None])
+        near = np.maximum(dx, dy) <= length[:, None]
+        return blob & ~(near & ~blob[None]).any(axis=1)
 
     def edge_like(self) -> np.ndarray:
         """Paper edges: solid pieces lying along an image side for 40 % of its length or more.
@@ -379,8 +377,8 @@ def select_digit(
     candidates = np.nonzero(~p.edge_like() & (p.area >= 2))[0]
     if len(candidates) == 0:
         candidates = np.arange(len(p))
-    if (~p.dots()[candidates]).any():
-        candidates = candidates[~p.dots()[candidates]]
+    if (~p.dots[candidates]).any():
+        candidates = candidates[~p.dots[candidates]]
     main = int(candidates[np.argmax(p.mass[candidates])])
     bx0, by0, bx1, by1 = p.x0[main], p.y0[main], p.x1[main], p.y1[main]
     length = np.maximum(p.x1 - p.x0, p.y1 - p.y0)
@@ -412,7 +410,6 @@ def stroke_width(digit: np.ndarray) -> float:
     b = (digit > 0.5).astype(np.uint8)
     if not b.any():
         return 0.0
-    cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
-    inner = np.asarray(cv2.erode(np.pad(b, 1), cross), np.uint8)[1:-1, 1:-1]
+    inner = np.asarray(cv2.erode(np.pad(b, 1), CROSS), np.uint8)[1:-1, 1:-1]
     boundary = int(b.sum()) - int((b & inner).sum())
     return 2.0 * float(b.sum()) / boundary if boundary else 0.0

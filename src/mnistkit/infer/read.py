@@ -177,7 +177,7 @@ def look(m: InkMap, keep: np.ndarray, label: int) -> Look:
     # Specks of dust off the digit are not ink of the page's.
     held = np.zeros(len(p), bool)
     held[np.unique(p.labels[y0:y1, x0:x1][keep[y0:y1, x0:x1]]) - 1] = True
-    mass = p.mass[~p.edge_like() & (held | ~p.dots())]
+    mass = p.mass[~p.edge_like() & (held | ~p.dots)]
     share = float(m.smooth[y0:y1, x0:x1][keep[y0:y1, x0:x1]].sum()) / max(float(mass.sum()), 1e-9)
     mean, sd = LOG_ASPECT[label]
     z = max(0.0, (np.log((x1 - x0) / (y1 - y0)) - mean) / sd)

@@ -263,8 +263,8 @@ def lattice(
     if not keep.any():
         keep = p.area >= 1
     mask = np.r_[False, keep][p.labels]
-    # The line's height from its strokes, not from specks of dust (p.dots()).
-    strokes = keep & ~p.dots()
+    # The line's height from its strokes, not from specks of dust (p.dots).
+    strokes = keep & ~p.dots
     stroke_px = np.r_[False, strokes][p.labels] if strokes.any() else mask
     height = line_height(Clusters.of(stroke_px, m.smooth, 0))
     c = Clusters.of(mask, m.smooth, int(round(costs.reach * height)))
