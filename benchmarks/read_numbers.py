@@ -173,7 +173,7 @@ class Cached:
     seen: rd.Look | None
     lat: sg.Lattice
     one: np.ndarray | None = None  # the one digit's 28x28
-    verified: float = 0.0  # the verifier's log p(one whole digit) of ``one``
+    verified: float = 0.0  # the verifier's log-odds of one whole digit for ``one`` (0: none)
 
 
 def cache(clf: Classifier, data: bytes, truth: str) -> Cached:
@@ -192,7 +192,7 @@ def cache_map(clf: Classifier, m: InkMap | None, truth: str) -> Cached:
 
 def replay(c: Cached, costs: sg.Costs, priors: rd.OneDigit) -> str:
     """What ``read_digits`` reads with these costs and priors (the lattice's geometry fixed)."""
-    if c.seen is None or c.seen.alone(priors):
+    if c.seen is None or (c.seen.alone(priors) and c.verified >= priors.whole):
         return c.label
     path, score = sg.best_reading(c.lat, costs)
     whole = sg.group_cost(c.lat.prims, c.lat.height, costs) if c.lat.prims else 0.0

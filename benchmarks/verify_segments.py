@@ -194,7 +194,7 @@ def main() -> int:
             args.train.split(","),
             args.epochs,
             args.limit,
-            args.logit,
+            not args.logp,
             args.search,
         )
     return 0

@@ -180,6 +180,28 @@ def test_photographed_numbers_of_mnist_test_digits(mnist, tmp_path_factory):
     assert f["exact"] >= 0.5 and f["digits"] >= 0.85, f
 
 
+def test_the_tuning_replay_asks_the_verifier_before_reading_one_digit_alone():
+    """``read_numbers.replay`` (the costs' search, ``verify_segments.py``) reads a cached page
+    as ``read_digits`` does: a page shaped like one digit is read alone only when the verifier
+    does not reject it as one whole digit; otherwise the segmentation's "19" wins."""
+    from read_numbers import Cached, replay
+
+    from mnistkit.infer import read as rd
+    from mnistkit.infer import segment as sg
+
+    def sure(k: int) -> np.ndarray:
+        return np.eye(10, dtype=np.float32)[k] * 0.999 + 0.0001
+
+    prims = [sg.Primitive(1, 0, 8, 0, 20, False), sg.Primitive(2, 10, 20, 0, 20, False)]
+    digits = {(0, 1): sg.Digit(None, sure(1), 3.0), (1, 2): sg.Digit(None, sure(9), 3.0)}  # type: ignore[arg-type]
+    seen = rd.Look(share=1.0, z=0.0, lone=True, gap=0.0)
+    assert seen.alone(rd.OneDigit())
+    cached = Cached("19", "4", 0.99, seen, sg.Lattice(prims, 20.0, digits), verified=-5.0)
+    assert replay(cached, sg.VERIFIED, rd.OneDigit()) == "19"
+    cached.verified = 0.0  # whole enough: the shortcut reads it alone
+    assert replay(cached, sg.VERIFIED, rd.OneDigit()) == "4"
+
+
 def test_a_cluster_at_the_image_side_keeps_its_outer_columns():
     """Clusters are found on the mask grown by ``reach``; their boxes are the grown ones less
     the reach, except at the image's sides, where the growth was clipped."""

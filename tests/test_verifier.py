@@ -16,7 +16,7 @@ from mnistkit.infer import segment as sg
 from mnistkit.infer.inkmap import ink_map
 from mnistkit.infer.predict import Classifier
 from mnistkit.infer.read import read_digits
-from mnistkit.infer.verifier import VERIFIER_FILE, Verifier, load_verifier
+from mnistkit.infer.verifier import VERIFIER_FILE, WIDTHS, Verifier, load_verifier
 from mnistkit.verifier_train import (
     VerifierNet,
     clean_number,
@@ -37,9 +37,10 @@ def bar(width: int) -> np.ndarray:
     return d
 
 
-def test_numpy_forward_matches_torch():
+@pytest.mark.parametrize("widths", [WIDTHS, (8, 16, 32)])  # today's, and older runs'
+def test_numpy_forward_matches_torch(widths):
     torch.manual_seed(0)
-    net = VerifierNet().eval()
+    net = VerifierNet(widths).eval()
     ver = Verifier({k: v.detach().numpy() for k, v in net.state_dict().items()})
     x = np.random.default_rng(0).random((37, 28, 28), dtype=np.float32)
     with torch.no_grad():
@@ -49,7 +50,13 @@ def test_numpy_forward_matches_torch():
 
 def test_wrong_weights_are_refused():
     with pytest.raises(ValueError, match="conv1.weight"):
+        Verifier({"conv2.weight": np.zeros((16, 8, 3, 3), np.float32)})
+    with pytest.raises(ValueError, match="conv1.bias"):
         Verifier({"conv1.weight": np.zeros((3, 1, 5, 5), np.float32)})
+    weights = {k: v.detach().numpy() for k, v in VerifierNet((8, 16, 32)).state_dict().items()}
+    weights["conv2.weight"] = np.zeros((16, 4, 3, 3), np.float32)  # widths that do not chain
+    with pytest.raises(ValueError, match="conv2.weight"):
+        Verifier(weights)
 
 
 def test_clean_number_labels_each_digit_whole_and_pairs_garbage():

@@ -21,13 +21,13 @@ from torch import nn
 from mnistkit.fileio import write_atomic
 from mnistkit.infer import segment as sg
 from mnistkit.infer.inkmap import ink_map
-from mnistkit.infer.verifier import SHAPES, VERIFIER_FILE
+from mnistkit.infer.verifier import VERIFIER_FILE, WIDTHS, shapes
 
 # 2,400 numbers give ~77,000 candidates. Read by a model that never saw their digits
 # (benchmarks/fewer_digits.py: `fast` on 14,500 digits, two seeds, 800 numbers each of digits
 # 15,000-39,999 and 40,000-57,999), 800 numbers' worth read 81.0-82.1 % of numbers exactly,
 # 2,400 numbers' 82.5-83.1 % (merges 5.8-7.9 -> 4.5-5.9 %); 800 numbers for 8 epochs instead,
-# 82.3-82.4 %. About 50 s for the candidates and 50 s for the net on the 2-core EPYC.
+# 82.3-82.4 %. About 50 s for the candidates and 120 s for the net on the 2-core EPYC.
 NUMBERS = 2400
 EPOCHS = 4
 
@@ -133,18 +133,19 @@ def candidates(images: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, n
 
 
 class VerifierNet(nn.Module):
-    """The verifier as torch layers, named as :data:`~mnistkit.infer.verifier.SHAPES`."""
+    """The verifier as torch layers, named as :func:`~mnistkit.infer.verifier.shapes`."""
 
-    def __init__(self) -> None:
+    def __init__(self, widths: tuple[int, int, int] = WIDTHS) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 5, padding=2)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-        self.fc1 = nn.Linear(16 * 7 * 7, 32)
-        self.fc2 = nn.Linear(32, 1)
+        c1, c2, fc = widths
+        self.conv1 = nn.Conv2d(1, c1, 5, padding=2)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.fc1 = nn.Linear(c2 * 7 * 7, fc)
+        self.fc2 = nn.Linear(fc, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 1, 28, 28) -> (N,)
-        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)  # (N, 8, 14, 14)
-        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)  # (N, 16, 7, 7)
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)  # (N, c1, 14, 14)
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)  # (N, c2, 7, 7)
         return self.fc2(torch.relu(self.fc1(x.flatten(1))))[:, 0]
 
 
@@ -153,8 +154,9 @@ def fit_verifier(
     batch_size: int = 64, lr: float = 5e-3,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Train the verifier on 28x28s (uint8 or float in [0, 1]) labelled 1 whole, 0 garbage,
-    on one thread: a net this small gains nothing from two, and on the shared 2-core EPYC
-    15,000 examples x 4 epochs took 12.5 s on one thread, 96 s on two.
+    on one thread. On the 2-core EPYC two threads are faster only on an idle machine (20,000
+    examples, an epoch: 6.4 s on one, 4.6 s on two); shared, they spun (the first, smaller
+    verifier: 15,000 examples x 4 epochs in 12.5 s on one thread, 96 s on two).
 
     Returns:
         its weights, name -> float32 array (:class:`~mnistkit.infer.verifier.Verifier`'s).
@@ -196,7 +198,8 @@ def _fit(
             opt.step()
             sched.step()
     state = net.state_dict()
-    return {k: state[k].detach().numpy().astype(np.float32).reshape(SHAPES[k]) for k in SHAPES}
+    want = shapes(*WIDTHS)
+    return {k: state[k].detach().numpy().astype(np.float32).reshape(want[k]) for k in want}
 
 
 def train_verifier(

@@ -10,8 +10,8 @@ the path search: on held-out numbers of training digits that gained 1 point of e
 over its log p(whole) (benchmarks/verify_segments.py).
 
 Small enough to run in numpy (no torch, no ONNX file: both backends read it the same way):
-a 5x5 and a 3x3 convolution (8 and 16 channels), each with 2x2 max pooling, 32 hidden
-units, one logit.
+a 5x5 and a 3x3 convolution (16 and 32 channels), each with 2x2 max pooling, 64 hidden
+units, one logit. Runs trained before it grew (8, 16 and 32) read with their own widths.
 """
 
 from __future__ import annotations
@@ -23,12 +23,21 @@ import cv2
 import numpy as np
 
 VERIFIER_FILE = "verifier.safetensors"
-SHAPES = {  # name -> shape, as torch stores them (out, in, kh, kw) / (out, in)
-    "conv1.weight": (8, 1, 5, 5), "conv1.bias": (8,),
-    "conv2.weight": (16, 8, 3, 3), "conv2.bias": (16,),
-    "fc1.weight": (32, 16 * 7 * 7), "fc1.bias": (32,),
-    "fc2.weight": (1, 32), "fc2.bias": (1,),
-}  # fmt: skip
+# Channels of the two convolutions, and hidden units: twice the first verifier's (8, 16, 32).
+# Numbers of training digits read by `fast` trained on the first 14,500 (benchmarks/RESULTS.md,
+# "A wider verifier"), exact: 84.9 -> 85.8 % and 82.5 -> 83.0 % (800 each, replayed), 85.4 ->
+# 85.7 % (1,000, read); more data (6,000 numbers) or more overlap in them gained nothing.
+WIDTHS = (16, 32, 64)
+
+
+def shapes(c1: int, c2: int, fc: int) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of each weight, as torch stores them (out, in, kh, kw) / (out, in)."""
+    return {
+        "conv1.weight": (c1, 1, 5, 5), "conv1.bias": (c1,),
+        "conv2.weight": (c2, c1, 3, 3), "conv2.bias": (c2,),
+        "fc1.weight": (fc, c2 * 7 * 7), "fc1.bias": (fc,),
+        "fc2.weight": (1, fc), "fc2.bias": (1,),
+    }  # fmt: skip
 
 
 def _relu_pool(y: np.ndarray) -> np.ndarray:
@@ -71,17 +80,20 @@ class Verifier:
     is one whole digit."""
 
     def __init__(self, weights: dict[str, np.ndarray]) -> None:
-        for name, shape in SHAPES.items():
+        widths = [np.shape(weights[k])[0] if k in weights else 0
+                  for k in ("conv1.weight", "conv2.weight", "fc1.weight")]  # fmt: skip
+        want = shapes(*widths)
+        for name, shape in want.items():
             if name not in weights or tuple(weights[name].shape) != shape:
                 raise ValueError(f"verifier weights: {name} missing or not of shape {shape}.")
-        self.w = {k: np.asarray(weights[k], np.float32) for k in SHAPES}
+        self.w = {k: np.asarray(weights[k], np.float32) for k in want}
 
     def __call__(self, x28: np.ndarray) -> np.ndarray:
         """(N, 28, 28) float in [0, 1] -> (N,) log-odds of 'one whole digit', nats."""
         w = self.w
         x = np.ascontiguousarray(np.asarray(x28, np.float32).reshape(-1, 28, 28))
-        x = _relu_pool(_conv_one(x, w["conv1.weight"], w["conv1.bias"]))  # (N, 14, 14, 8)
-        x = _relu_pool(_conv(x, w["conv2.weight"], w["conv2.bias"]))  # (N, 7, 7, 16)
+        x = _relu_pool(_conv_one(x, w["conv1.weight"], w["conv1.bias"]))  # (N, 14, 14, c1)
+        x = _relu_pool(_conv(x, w["conv2.weight"], w["conv2.bias"]))  # (N, 7, 7, c2)
         flat = x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # torch's (C, H, W) order
         h = np.maximum(_matmul(flat, w["fc1.weight"].T) + w["fc1.bias"], 0)
         return (_matmul(h, w["fc2.weight"].T) + w["fc2.bias"])[:, 0]

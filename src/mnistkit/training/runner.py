@@ -122,7 +122,7 @@ def train(
             (:mod:`mnistkit.training.distributed`); False trains independently in each process. Only
             rank 0 prints and writes ``out``; ``batch_size`` is the global batch.
         verifier: on MNIST, also train the segmentation verifier that reading numbers uses
-            (``verifier.safetensors``, about 90 s on 2 cores); False for runs only timed.
+            (``verifier.safetensors``, about 170 s on 2 cores); False for runs only timed.
 
     Returns:
         :class:`Run` with the trained model (eval mode), the metrics and the run directory.
