@@ -53,6 +53,8 @@ def test_wrong_weights_are_refused():
         Verifier({"conv2.weight": np.zeros((16, 8, 3, 3), np.float32)})
     with pytest.raises(ValueError, match="conv1.bias"):
         Verifier({"conv1.weight": np.zeros((3, 1, 5, 5), np.float32)})
+    with pytest.raises(ValueError, match="conv1.weight"):
+        Verifier({"conv1.weight": np.float32(1.0)})  # a scalar where a tensor belongs
     weights = {k: v.detach().numpy() for k, v in VerifierNet((8, 16, 32)).state_dict().items()}
     weights["conv2.weight"] = np.zeros((16, 4, 3, 3), np.float32)  # widths that do not chain
     with pytest.raises(ValueError, match="conv2.weight"):
@@ -92,6 +94,20 @@ def test_trained_verifier_is_saved_and_loaded(tmp_path):
     np.testing.assert_array_equal(ver(x / 255.0), Verifier(weights)(x / 255.0))
     z = ver(x / 255.0)
     assert np.mean((z > 0) == (y == 1)) >= 0.9  # it learnt the toy rule
+
+
+@pytest.mark.parametrize("content", [b"", b"not safetensors", "weights"])
+def test_a_broken_verifier_file_is_one_clear_error(tmp_path, content):
+    """Cut short, not safetensors, or another net's weights: one sentence naming the file."""
+    from mnistkit.errors import MnistkitError
+
+    path = tmp_path / VERIFIER_FILE
+    if content == "weights":
+        save_verifier(tmp_path, {"conv1.weight": np.zeros((8, 1, 3, 3), np.float32)}, {})
+    else:
+        path.write_bytes(content)
+    with pytest.raises(MnistkitError, match="is not a segmentation verifier"):
+        load_verifier(tmp_path)
 
 
 def test_reading_without_a_verifier_is_as_before():

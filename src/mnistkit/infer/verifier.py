@@ -22,6 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mnistkit.errors import MnistkitError
+
 VERIFIER_FILE = "verifier.safetensors"
 # Channels of the two convolutions, and hidden units: twice the first verifier's (8, 16, 32).
 # Numbers of training digits read by `fast` trained on the first 14,500 (benchmarks/RESULTS.md,
@@ -80,7 +82,7 @@ class Verifier:
     is one whole digit."""
 
     def __init__(self, weights: dict[str, np.ndarray]) -> None:
-        widths = [np.shape(weights[k])[0] if k in weights else 0
+        widths = [(np.shape(weights[k]) or (0,))[0] if k in weights else 0
                   for k in ("conv1.weight", "conv2.weight", "fc1.weight")]  # fmt: skip
         want = shapes(*widths)
         for name, shape in want.items():
@@ -100,10 +102,21 @@ class Verifier:
 
 
 def load_verifier(run_dir: str | os.PathLike[str]) -> Verifier | None:
-    """The run's verifier, or None when it has none (a run trained before it existed)."""
+    """The run's verifier, or None when it has none (a run trained before it existed).
+
+    Raises:
+        MnistkitError: the file is there but holds no verifier's weights.
+    """
     path = Path(run_dir) / VERIFIER_FILE
     if not path.is_file():
         return None
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    return Verifier(load_file(str(path)))
+    try:
+        return Verifier(load_file(str(path)))
+    except (SafetensorError, ValueError, OSError) as e:
+        raise MnistkitError(
+            f"{path} is not a segmentation verifier ({e}); delete it to read numbers without "
+            "one, or write a new one with mnistkit.verifier_train.add_verifier."
+        ) from e
