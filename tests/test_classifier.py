@@ -48,3 +48,27 @@ def test_a_prediction_prints_as_one_short_line(clf, tiny_arrays):
     blank = clf.predict(np.zeros((28, 28), np.uint8))
     assert repr(blank).endswith("not_digit='blank: no ink found')")
     assert "\n" not in repr(clf.predict(x[:3]))
+
+
+def test_threads_hold_the_blas_libraries_too(tiny_registered, tmp_path):
+    """``threads=1`` also holds every BLAS library loaded (OpenCV's bundled OpenBLAS, numpy's)
+    to one thread: OpenCV's spun a second core while a number was read (170 ms of CPU for
+    85 ms of wall time). In a process of its own: the limit is the whole process's."""
+    import json
+    import subprocess
+    import sys
+
+    train("seed-dense512", dataset="tiny", data_dir=tiny_registered, out=tmp_path / "run",
+          epochs=1, quiet=True, device="cpu")  # fmt: skip
+    probe = (
+        "import json, sys, cv2, numpy, mnistkit; "
+        "from threadpoolctl import threadpool_info, threadpool_limits; "
+        "blas = lambda: [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']; "
+        "threadpool_limits(2, user_api='blas'); before = blas(); "
+        "mnistkit.load(sys.argv[1], threads=1); print(json.dumps([before, blas()]))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "run")], check=True,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    before, after = json.loads(out)
+    assert len(before) >= 1 and before == [2] * len(before)  # cv2's OpenBLAS at least
+    assert after == [1] * len(before)

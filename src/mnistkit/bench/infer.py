@@ -172,8 +172,10 @@ def bench_read(
 ) -> dict[str, float]:
     """Median ms (wall clock, and CPU time) to read the 6-digit number of :func:`number_photo`
     from its bytes: decoding, segmentation, every candidate digit through the model (torch,
-    one batch) and the run's segmentation verifier if it has one, one OpenCV thread."""
+    one batch) and the run's segmentation verifier if it has one, one OpenCV thread and one
+    BLAS thread, as a serving worker of one thread reads it."""
     import cv2
+    from threadpoolctl import threadpool_limits
 
     from mnistkit.infer.export import softmax
     from mnistkit.infer.read import read_digits
@@ -188,13 +190,14 @@ def bench_read(
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        read_digits(data, probabilities, verifier=verifier)  # warm-up
-        times, cpu = [], []
-        for _ in range(runs):
-            t0, c0 = time.perf_counter(), time.process_time()
-            reading = read_digits(data, probabilities, verifier=verifier)
-            times.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
+        with threadpool_limits(1, user_api="blas"):
+            read_digits(data, probabilities, verifier=verifier)  # warm-up
+            times, cpu = [], []
+            for _ in range(runs):
+                t0, c0 = time.perf_counter(), time.process_time()
+                reading = read_digits(data, probabilities, verifier=verifier)
+                times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
     finally:
         cv2.setNumThreads(threads)
     return {"median_ms": float(np.median(times) * 1000), "cpu_median_ms":

@@ -26,6 +26,7 @@ from typing import IO, Any, overload
 
 import numpy as np
 from PIL import Image
+from threadpoolctl import threadpool_limits
 
 from mnistkit import rundir
 from mnistkit.calibration import temperature_of
@@ -99,7 +100,9 @@ class Classifier:
             cache_dir, data_dir, quiet: for the default model: the cache, where MNIST comes
                 from if not cached, and no progress line.
             threads: CPU threads for inference (torch's, for the whole process, or onnxruntime's
-                intra-op threads, sleeping when idle); default the library's own choice.
+                intra-op threads, sleeping when idle), and for the BLAS libraries loaded
+                (OpenCV's own OpenBLAS, numpy's), for the whole process; default the libraries'
+                own choice.
 
         Returns:
             A :class:`Classifier`; ``.info`` holds recipe, test_accuracy, model, backend,
@@ -118,6 +121,11 @@ class Classifier:
             raise MnistkitError(
                 f"{run_dir} is not a run directory (train one with `mnistkit train`)."
             )
+        if threads is not None:
+            # OpenCV's bundled OpenBLAS (2 threads here) spins a second core while a number
+            # is read: a 6-digit number took 170 ms of CPU for 85 ms of wall time, and 85 ms of
+            # CPU with it limited (the EPYC, 1 thread asked). A serving worker pays that twice.
+            threadpool_limits(threads, user_api="blas")
         if backend == "torch":
             forward, config = _torch_forward(run_dir, device, threads)
         else:
