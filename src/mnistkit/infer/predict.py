@@ -124,7 +124,8 @@ class Classifier:
         if threads is not None:
             # OpenCV's bundled OpenBLAS (2 threads here) spins a second core while a number
             # is read: a 6-digit number took 170 ms of CPU for 85 ms of wall time, and 85 ms of
-            # CPU with it limited (the EPYC, 1 thread asked). A serving worker pays that twice.
+            # CPU with it limited (the EPYC, 1 thread asked); `serve --workers 2` answered 546-551
+            # canvases a second with it limited, 388-502 without (benchmarks/RESULTS.md).
             threadpool_limits(threads, user_api="blas")
         if backend == "torch":
             forward, config = _torch_forward(run_dir, device, threads)
