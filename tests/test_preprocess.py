@@ -285,6 +285,19 @@ def test_a_bold_digit_cut_tight_is_dark_ink_on_light_paper(mnist):
     assert chalk.polarity == "light-on-dark"
 
 
+def test_a_tilted_page_still_shows_its_inks_polarity(mnist):
+    """Photos whose strong light gradient, vignette or strip of table tilts the fitted plane
+    until its tails are level: the border alone called their dark ink light (and one chalk
+    dark). These are the 6 of 4,992 photos of training digits 15,000.. (seed 0) it got wrong."""
+    from digit_photos import render
+
+    (x, _), (_, _) = mnist
+    for i in (16103, 16357, 16616, 17013, 18686, 19576):
+        data, params = render(x[i], np.random.default_rng([0, i]))
+        want = "light-on-dark" if params["ink"] == "chalk" else "dark-on-light"
+        assert preprocess(data).polarity == want, (i, params)
+
+
 def tight_crop_of(digit: np.ndarray, height: int, width: int) -> np.ndarray:
     ys, xs = np.nonzero(digit > 0)
     t = digit[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]

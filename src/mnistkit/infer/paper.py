@@ -138,13 +138,16 @@ def projected_surface(paper: Paper, direction, size: tuple[int, int]):
 def polarity(grey: np.ndarray) -> float:
     """+1 when the ink is lighter than the paper, -1 when darker.
 
-    The ink is the tail of the grey levels that reaches further from the median, once the
-    image's tilt (a plane fitted to it: a light gradient) is taken out, when one tail reaches
-    twice as far as the other. Otherwise (the ink is much of the frame, as in a tight crop: the
-    median is in it) the paper is what the border shows, and the ink lies on the median's
-    side of it; with neither, dark ink on light paper. On 60 images of each kind made from
-    training digits, the tail ratio 2 got every polarity right; 1.5 got 6 low-resolution
-    crops wrong, 3 one ballpoint.
+    The ink is the tail of the grey levels that reaches further from the median, when one tail
+    reaches twice as far as the other: first once the image's tilt (a plane fitted to it: a
+    light gradient) is taken out, then as the image is. Otherwise (the ink is much of the
+    frame, as in a tight crop: the median is in it) the paper is what the border shows, and
+    the ink lies on the median's side of it; with neither, dark ink on light paper. On 60
+    images of each kind made from training digits, the tail ratio 2 got every polarity right;
+    1.5 got 6 low-resolution crops wrong, 3 one ballpoint. A strip of dark table or a big
+    digit at one side tilts the plane until its tails are level: then the border alone
+    said "light ink" for 6 of 4,992 photos of training digits (15,000..), and the tails as
+    they are got all 6 right (25 -> 17 wrong on 500 of each kind; a shadow 0 -> 1).
     """
     step = max(1, int(np.sqrt(grey.size / 16384)))
     g = grey[::step, ::step]
@@ -152,11 +155,11 @@ def polarity(grey: np.ndarray) -> float:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     a = np.stack([np.ones(h * w, np.float32), xx.ravel(), yy.ravel()], axis=1)
     coef = lstsq(a, g.reshape(-1, 1))
-    d = g - (a @ coef).reshape(h, w).astype(np.float32)
-    lo, med, hi = np.percentile(d, [0.2, 50, 99.8])
-    dark, light = med - lo, hi - med
-    if max(dark, light) > 2 * min(dark, light):
-        return -1.0 if dark > light or paper_is_light(g) else 1.0
+    for d in (g - (a @ coef).reshape(h, w).astype(np.float32), g):
+        lo, med, hi = np.percentile(d, [0.2, 50, 99.8])
+        dark, light = med - lo, hi - med
+        if max(dark, light) > 2 * min(dark, light):
+            return -1.0 if dark > light or paper_is_light(g) else 1.0
     med = float(np.median(g))
     border = float(np.median(np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])))
     return 1.0 if med - border > 0.05 else -1.0
