@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from mnistkit.errors import ImageError, ImageTooLargeError
-from mnistkit.infer.pieces import drop_lines, framed
+from mnistkit.infer.pieces import drop_lines, edge_bands, framed
 from mnistkit.infer.preprocess import disk, preprocess
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -283,6 +283,21 @@ def test_a_bold_digit_cut_tight_is_dark_ink_on_light_paper(mnist):
     assert wrong == []
     chalk = preprocess(make("chalk", x[idx[0]], np.random.default_rng(0)))  # light on dark
     assert chalk.polarity == "light-on-dark"
+
+
+def test_a_strip_of_table_is_cut_though_the_digit_touches_the_far_side():
+    """A strip of table along the top of a small photo is cut even when the digit's tip
+    touches the bottom; a 7 cut tight (its bar fills the top rows, its stem a fifth of the
+    bottom) is left alone."""
+    page = np.zeros((50, 100), bool)
+    page[:3] = True  # the strip
+    page[15:50, 60:64] = True  # a stroke whose tip touches the bottom (4 % of it)
+    cut = edge_bands(page)
+    assert cut[:3].all() and not cut[3:].any()
+    seven = np.zeros((50, 40), bool)
+    seven[:4] = True  # the bar, across the crop
+    seven[4:, 20:28] = True  # the stem, down to the bottom (20 % of it)
+    assert not edge_bands(seven).any()
 
 
 def test_a_tilted_page_still_shows_its_inks_polarity(mnist):
