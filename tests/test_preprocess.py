@@ -305,6 +305,7 @@ def test_a_tilted_page_still_shows_its_inks_polarity(mnist):
     """Photos whose strong light gradient, vignette or strip of table tilts the fitted plane
     until its tails are level: the border alone called their dark ink light (and one chalk
     dark). These are the 6 of 4,992 photos of training digits 15,000.. (seed 0) it got wrong."""
+    from digit_kinds import KIND_IDS, make
     from digit_photos import render
 
     (x, _), (_, _) = mnist
@@ -312,6 +313,10 @@ def test_a_tilted_page_still_shows_its_inks_polarity(mnist):
         data, params = render(x[i], np.random.default_rng([0, i]))
         want = "light-on-dark" if params["ink"] == "chalk" else "dark-on-light"
         assert preprocess(data).polarity == want, (i, params)
+    # A shadow over most of the page: its lit corner is the far tail of the image as it is.
+    for i in (15188, 20354, 20667):
+        shadow = make("shadow", x[i], np.random.default_rng([0, KIND_IDS["shadow"], i]))
+        assert preprocess(shadow).polarity == "dark-on-light", i
 
 
 def tight_crop_of(digit: np.ndarray, height: int, width: int) -> np.ndarray:
