@@ -287,8 +287,8 @@ def test_a_bold_digit_cut_tight_is_dark_ink_on_light_paper(mnist):
 
 def test_a_strip_of_table_is_cut_though_the_digit_touches_the_far_side():
     """A strip of table along the top of a small photo is cut even when a digit is written
-    up against it and its tip touches the bottom; a 7 cut tight (its bar fills the top rows, its stem a fifth of the
-    bottom) is left alone."""
+    up against it and its tip touches the bottom; a 7 cut tight (its bar fills the top rows,
+    its stem a fifth of the bottom) is left alone."""
     page = np.zeros((50, 100), bool)
     page[:3] = True  # the strip
     page[3:8, 20:40] = True  # the top of a digit written up against it (20 % of those rows)

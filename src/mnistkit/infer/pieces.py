@@ -25,8 +25,8 @@ LINE_GRID = 256  # px: lines are found on the mask shrunk to this (they need no 
 # BOX_BAND of its size from its sides, where the box's edges are.
 BOX_FILL, BOX_BAND = 0.6, 0.1
 # A row after a strip of table is paper under this share of ink: a digit written up against
-# the strip fills 16-19 % of the rows after it (a 3 read as a 5 with the strip on top; 0.15
-# before: 122 -> 121 wrong of 5,000 photos of training digits, form cells 11 -> 10 of 500).
+# the strip fills 16-19 % of the rows after it (a 3 read as a 5 with the strip on top). At
+# 0.15: 122 wrong of 5,000 photos of training digits, not 121, and 11 form cells of 500, not 10.
 PAPER_AFTER = 0.25
 RULE_THIN = 0.6  # a rule within the digit's span is thinner than this x its strokes
 RULE_BEYOND = 0.25  # ... and a rule runs on past the digit by this x its size
