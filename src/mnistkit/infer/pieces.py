@@ -24,10 +24,6 @@ LINE_GRID = 256  # px: lines are found on the mask shrunk to this (they need no 
 # joins its piece: a 4's stem and bar with a 4 px box, 0.47); dropped, it goes only as deep as
 # BOX_BAND of its size from its sides, where the box's edges are.
 BOX_FILL, BOX_BAND = 0.6, 0.1
-# A row after a strip of table is paper under this share of ink: a digit written up against
-# the strip fills 16-19 % of the rows after it (a 3 read as a 5 with the strip on top). At
-# 0.15: 122 wrong of 5,000 photos of training digits, not 121, and 11 form cells of 500, not 10.
-PAPER_AFTER = 0.25
 RULE_THIN = 0.6  # a rule within the digit's span is thinner than this x its strokes
 RULE_BEYOND = 0.25  # ... and a rule runs on past the digit by this x its size
 BLOTCH = 0.25  # a "line" whose pixels cover this share of the frame is a blotch of the page
@@ -112,7 +108,11 @@ class Pieces:
 
 
 def edge_bands(
-    mask: np.ndarray, depth: float = 0.15, full: float = 0.9, reach: float = 0.1
+    mask: np.ndarray,
+    depth: float = 0.15,
+    full: float = 0.9,
+    paper: float = 0.25,
+    reach: float = 0.1,
 ) -> np.ndarray:
     """Paper edges as bands: rows (columns) along an image side that are ink over their whole
     length, with paper after them.
@@ -120,12 +120,14 @@ def edge_bands(
     ``Pieces.edge_like`` misses a strip of table that the smoothing has joined to a digit
     written close to it (a small photo); cutting whole rows does not. A band is at most
     ``depth`` of the image deep, each row at least ``full`` covered, followed within two rows
-    by a row of paper (``PAPER_AFTER``). A digit in a tight crop can fill its top rows (a
-    7's bar) but then reaches the opposite side as well, over ``reach`` of it or more, and is
-    left alone. A digit of a photo that only touches the opposite side (a stroke's tip, 4-6 %
-    of it) does not save the strip: with any ink there counted as reaching it, 3 of 5,000
-    photos of training digits read the strip as part of the digit (a 5 read as a 2), and none
-    of 500 tight or low-resolution crops of each kind has a band this rule cuts.
+    by a row of paper (``paper`` ink at most: a digit written up against the strip fills
+    16-19 % of the rows after it; at 0.15, 122 of 5,000 photos of training digits were read
+    wrong, not 121, and 11 form cells of 500, not 10). A digit in a tight crop can fill its
+    top rows (a 7's bar) but then reaches the opposite side as well, over ``reach`` of it or
+    more, and is left alone. A digit of a photo that only touches the opposite side (a
+    stroke's tip, 4-6 % of it) does not save the strip: with any ink there counted as reaching
+    it, 3 of 5,000 photos of training digits read the strip as part of the digit (a 5 read as
+    a 2), and none of 500 tight or low-resolution crops of each kind has a band this rule cuts.
     """
     out = np.zeros_like(mask, dtype=bool)
     views = (lambda a: a, lambda a: a[::-1], lambda a: a.T, lambda a: a.T[::-1])
@@ -139,9 +141,9 @@ def edge_bands(
         if d == 0 or d >= n - 3:
             continue
         e = d
-        while e < d + 2 and cover[e] > PAPER_AFTER:
+        while e < d + 2 and cover[e] > paper:
             e += 1
-        if cover[e] > PAPER_AFTER or reach <= cover[-1] < full:
+        if cover[e] > paper or reach <= cover[-1] < full:
             continue
         o[:e] = True
     return out
