@@ -213,15 +213,18 @@ def test_a_cluster_at_the_image_side_keeps_its_outer_columns():
     assert boxes == [(0, 0, 3, 40), (86, 20, 90, 60)]
 
 
+def written(im: np.ndarray, height: int) -> np.ndarray:
+    """An MNIST digit's ink (0..1) cut to its box and scaled to ``height`` px."""
+    ys, xs = np.nonzero(im > 40)
+    t = im[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32) / 255
+    w = max(1, round(t.shape[1] * height / t.shape[0]))
+    return np.clip(cv2.resize(t, (w, height), interpolation=cv2.INTER_CUBIC), 0, 1)
+
+
 def mnist_pair(x: np.ndarray, a: int, b: int, gap: float, height: int = 100) -> np.ndarray:
     """MNIST digits ``a`` and ``b`` written side by side, ``gap`` x their height apart (below 0
     their boxes overlap and the strokes touch), dark on light paper."""
-    inks = []
-    for im in (x[a], x[b]):
-        ys, xs = np.nonzero(im > 40)
-        t = im[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32) / 255
-        w = max(1, round(t.shape[1] * height / t.shape[0]))
-        inks.append(np.clip(cv2.resize(t, (w, height), interpolation=cv2.INTER_CUBIC), 0, 1))
+    inks = [written(x[a], height), written(x[b], height)]
     step = round(gap * height)
     cover = np.zeros((height + 80, inks[0].shape[1] + step + inks[1].shape[1] + 120), np.float32)
     left = 60
@@ -262,3 +265,36 @@ def test_dark_specks_beside_a_broken_thin_digit_are_not_digits():
         cv2.rectangle(img, (cx, cy), (cx + 7, cy + 7), 0, -1)  # 8 px, dark
     pred = read(img)
     assert pred.number == "1"  # "00100" when the specks set the line's height
+
+
+@pytest.mark.mnist
+def test_a_wide_digit_of_one_piece_stays_one_digit(mnist, fast_run):
+    """MNIST's widest digits (aspect over 2.5 sd above their class's mean: 274 of the training
+    digits, long-barred 7s, 2s with a wide base) written on paper, one piece of ink each, read
+    by `fast`. Their aspect made reading them as one digit so costly that the segmentation cut
+    them in two ("57" for a 7); its cost now stops growing at ``OneDigit.z_cap``. `fast`: 26
+    read as two digits before, 14 now; 236 and 245 right."""
+    from mnistkit.infer.segment import LOG_ASPECT
+
+    (x, y), _ = mnist
+    wide = []
+    for i, im in enumerate(x):
+        ys, xs = np.nonzero(im > 40)
+        mean, sd = LOG_ASPECT[y[i]]
+        if (np.log((np.ptp(xs) + 1) / (np.ptp(ys) + 1)) - mean) / sd > 2.5:
+            wide.append(i)
+    assert 250 <= len(wide) <= 300
+    clf = Classifier.load(fast_run.path)
+    reads = [clf.read(mnist_one(x[i])).number for i in wide]
+    several = sum(len(r) > 1 for r in reads)
+    right = sum(r == str(y[i]) for r, i in zip(reads, wide, strict=True))
+    assert several <= 20 and right >= 240, (several, right)
+
+
+def mnist_one(im: np.ndarray, height: int = 100) -> np.ndarray:
+    """One MNIST digit written ``height`` px high on light paper, as :func:`mnist_pair` writes
+    two."""
+    ink = written(im, height)
+    cover = np.zeros((height + 80, ink.shape[1] + 120), np.float32)
+    cover[40 : 40 + height, 60 : 60 + ink.shape[1]] = ink
+    return (235 - 215 * cover).astype(np.uint8)
