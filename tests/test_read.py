@@ -235,6 +235,15 @@ def mnist_pair(x: np.ndarray, a: int, b: int, gap: float, height: int = 100) -> 
     return (235 - 215 * cover).astype(np.uint8)
 
 
+def mnist_one(im: np.ndarray, height: int = 100) -> np.ndarray:
+    """One MNIST digit written ``height`` px high on light paper, as :func:`mnist_pair` writes
+    two."""
+    ink = written(im, height)
+    cover = np.zeros((height + 80, ink.shape[1] + 120), np.float32)
+    cover[40 : 40 + height, 60 : 60 + ink.shape[1]] = ink
+    return (235 - 215 * cover).astype(np.uint8)
+
+
 @pytest.mark.mnist
 def test_two_mnist_digits_side_by_side_are_two_digits(mnist, tmp_path_factory):
     """Pairs of MNIST test digits touching (boxes overlapping by 6 % of their height) or 5 %
@@ -272,8 +281,8 @@ def test_a_wide_digit_of_one_piece_stays_one_digit(mnist, fast_run):
     """MNIST's widest digits (aspect over 2.5 sd above their class's mean: 274 of the training
     digits, long-barred 7s, 2s with a wide base) written on paper, one piece of ink each, read
     by `fast`. Their aspect made reading them as one digit so costly that the segmentation cut
-    them in two ("57" for a 7); its cost now stops growing at ``OneDigit.z_cap``. `fast`: 26
-    read as two digits before, 14 now; 236 and 245 right."""
+    them in two ("57" for a 7) until it stopped growing at ``OneDigit.z_cap``. `fast` reads 14
+    of them as two digits and 245 right; with no cap, 26 and 236."""
     from mnistkit.infer.segment import LOG_ASPECT
 
     (x, y), _ = mnist
@@ -289,12 +298,3 @@ def test_a_wide_digit_of_one_piece_stays_one_digit(mnist, fast_run):
     several = sum(len(r) > 1 for r in reads)
     right = sum(r == str(y[i]) for r, i in zip(reads, wide, strict=True))
     assert several <= 20 and right >= 240, (several, right)
-
-
-def mnist_one(im: np.ndarray, height: int = 100) -> np.ndarray:
-    """One MNIST digit written ``height`` px high on light paper, as :func:`mnist_pair` writes
-    two."""
-    ink = written(im, height)
-    cover = np.zeros((height + 80, ink.shape[1] + 120), np.float32)
-    cover[40 : 40 + height, 60 : 60 + ink.shape[1]] = ink
-    return (235 - 215 * cover).astype(np.uint8)
