@@ -74,8 +74,9 @@ class Look:
     ) -> float:
         """The score of reading the page as this one digit (top probability ``p``): as the
         segmentation scores a digit (``verified``: the verifier's log-odds of one whole digit), its
-        aspect for its class and ``whole``, the geometric cost of all the ink as one digit,
-        with a prior; -inf when it holds too little ink."""
+        aspect for its class (a z-score counted up to ``one.z_cap``) and ``whole``, the
+        geometric cost of all the ink as one digit, with a prior; -inf when it holds too little
+        ink."""
         if self.share < one.share:
             return -np.inf
         prior = one.lone_prior if self.lone else one.prior
