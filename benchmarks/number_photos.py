@@ -7,11 +7,16 @@ each digit a little off the line. The row is then photographed as :mod:`digit_ph
 single digit: specks, tinted paper or a board, uneven light, a strip of table, blur, noise,
 grey or colour, JPEG or PNG. Number ``i`` of seed ``s`` depends on nothing else (its own
 generator), so any slice is reproducible; its digits are drawn from the split given.
+
+``alone=True`` also photographs each digit alone, in its place in the same photo (the same
+paper, light, specks, blur, noise and JPEG): what a segmenter that loses nothing would hand
+the classifier, the ceiling of reading the number.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,13 +38,17 @@ class NumberSample:
     number: str
     indices: list[int]
     params: dict[str, Any]
+    alone: list[bytes] = field(default_factory=list)  # each digit alone in the photo
+
+
+Placed = list[tuple[int, int, np.ndarray]]  # each digit's (top, left, coverage) on the page
 
 
 def compose(
     digits: list[np.ndarray], rng: np.random.Generator, height: int, radius: int, thr: float
-) -> tuple[np.ndarray, tuple[int, int, int, int], list[float], np.ndarray]:
-    """The digits' ink in a row on a page: (coverage, the row's box, the gaps drawn, and which
-    digit (k + 1, 0 for paper) holds most of the ink at each pixel)."""
+) -> tuple[np.ndarray, tuple[int, int, int, int], list[float], np.ndarray, Placed]:
+    """The digits' ink in a row on a page: (coverage, the row's box, the gaps drawn, which
+    digit (k + 1, 0 for paper) holds most of the ink at each pixel, and where each went)."""
     covers = []
     for d in digits:
         h = max(8, round(height * float(np.clip(1 + rng.normal(0, JITTER), 0.85, 1.15))))
@@ -64,40 +73,51 @@ def compose(
     margin_y = [int(height * rng.uniform(0.3, 1.2)) for _ in range(2)]
     page = np.zeros((row_h + sum(margin_y) + 1, width + sum(margin_x) + 1), np.float32)
     owner = np.zeros(page.shape, np.uint8)
+    placed = []
     for k, (x, t, c) in enumerate(zip(xs, tops, covers, strict=True)):
         y0, x0 = margin_y[0] + int(round(t - top)), margin_x[0] + x
         region = page[y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]]
         c = c[: region.shape[0], : region.shape[1]]
         owner[y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]][c > np.maximum(region, 0.1)] = k + 1
         np.maximum(region, c, out=region)
+        placed.append((y0, x0, c))
     box = (margin_x[0], margin_y[0], margin_x[0] + width, margin_y[0] + row_h)
-    return page, box, gaps, owner
+    return page, box, gaps, owner, placed
 
 
 def render_number(
-    digits: list[np.ndarray], rng: np.random.Generator
-) -> tuple[bytes, dict[str, Any]]:
-    """One number written and photographed (see the module's docstring)."""
+    digits: list[np.ndarray], rng: np.random.Generator, alone: bool = False
+) -> tuple[bytes, dict[str, Any], list[bytes]]:
+    """One number written and photographed (see the module's docstring), and with ``alone``
+    each digit photographed alone in its place."""
     pen, radius, thr = pen_style(rng)
     # The sizes of the single-digit photos (digit_photos.render): a scan to a close-up.
     height = int(np.exp(rng.uniform(np.log(24), np.log(320))))
-    page, box, gaps, owner = compose(digits, rng, height, radius, thr)
+    page, box, gaps, owner, placed = compose(digits, rng, height, radius, thr)
+    state = copy.deepcopy(rng) if alone else None
     data, params = photograph(page, box, height, rng)
+    photos = []
+    for y0, x0, c in placed if state is not None else []:
+        own = np.zeros_like(page)
+        own[y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]] = c
+        photos.append(photograph(own, box, height, copy.deepcopy(state))[0])
     return data, {"pen": pen, "height": height, "gaps": [round(g, 3) for g in gaps], **params,
-                  "owner": owner}  # fmt: skip
+                  "owner": owner}, photos  # fmt: skip
 
 
 def make_numbers(
     images: np.ndarray, labels: np.ndarray, n: int, seed: int = 0, start: int = 0,
-    lengths: tuple[int, int] = (2, 6),
+    lengths: tuple[int, int] = (2, 6), alone: bool = False,
 ) -> list[NumberSample]:  # fmt: skip
     """Numbers ``start .. start + n - 1``: each of 2-6 digits drawn (with its own generator,
-    ``default_rng([seed, i])``) from ``images``, a split of MNIST."""
+    ``default_rng([seed, i])``) from ``images``, a split of MNIST; ``alone``: each digit also
+    photographed alone (:attr:`NumberSample.alone`)."""
     out = []
     for i in range(start, start + n):
         rng = np.random.default_rng([seed, i])
         k = int(rng.integers(lengths[0], lengths[1] + 1))
         idx = [int(j) for j in rng.integers(0, len(images), k)]
-        data, params = render_number([images[j] for j in idx], rng)
-        out.append(NumberSample(data, "".join(str(int(labels[j])) for j in idx), idx, params))
+        data, params, photos = render_number([images[j] for j in idx], rng, alone)
+        number = "".join(str(int(labels[j])) for j in idx)
+        out.append(NumberSample(data, number, idx, params, photos))
     return out

@@ -14,7 +14,9 @@ Figures: exact (the whole number right), digits (digits right in place, over all
 an alignment by edit distance), splits (more digits read than written), merges (fewer),
 and the same MNIST digits read as 28x28 images (the ceiling). ``--baseline`` also reads
 the photos the way many public projects do (connected pieces, pieces overlapping in x
-merged, each crop through ``mnistkit.preprocess``).
+merged, each crop through ``mnistkit.preprocess``). ``--alone`` also photographs each digit
+alone in its place in the same photo and reads it through ``mnistkit.preprocess``: what a
+segmenter that loses nothing would give (the photos' ceiling; rendering takes 4 times as long).
 """
 
 from __future__ import annotations
@@ -117,6 +119,8 @@ def main() -> int:
     ap.add_argument("--n-single", type=int, default=600,
                     help="--tune: single-digit photos beside the numbers (default 600)")  # fmt: skip
     ap.add_argument("--baseline", action="store_true", help="also read the naive way")
+    ap.add_argument("--alone", action="store_true",
+                    help="also read each digit photographed alone (a perfect segmenter)")  # fmt: skip
     ap.add_argument("--backend", default="torch", choices=["torch", "onnx"])
     args = ap.parse_args()
     split = "train" if args.tune else args.split
@@ -129,7 +133,7 @@ def main() -> int:
           f"{platform.python_version()}, load average "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")  # fmt: skip
     t0 = time.perf_counter()
-    samples = number_photos.make_numbers(x, y, args.n, seed=args.seed)
+    samples = number_photos.make_numbers(x, y, args.n, seed=args.seed, alone=args.alone)
     lengths = np.bincount([len(s.number) for s in samples], minlength=7)[2:]
     first = f" from {args.start}" if split == "train" and args.start else ""
     print(f"set      {args.n} numbers of MNIST {split} digits{first} (2-6 digits: "
@@ -147,6 +151,11 @@ def main() -> int:
     if args.baseline:
         rows.append(("photos, pieces merged in x (baseline)",
                      figures(truths, [baseline(clf, s.data) for s in samples])))  # fmt: skip
+    if args.alone:
+        alone = ["".join("" if p.label is None else str(p.label) for p in
+                         clf.predict_preprocessed([clf.preprocess(a) for a in s.alone]))
+                 for s in samples]  # fmt: skip
+        rows.append(("photos, each digit alone (preprocess)", figures(truths, alone)))
     rows.append(("photos, Classifier.read", figures(truths, reads)))
     print(f"\n{'input':<40} {'exact':>7} {'digits':>7} {'splits':>7} {'merges':>7} {'misread':>8}")
     for name, f in rows:
