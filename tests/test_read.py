@@ -298,3 +298,24 @@ def test_a_wide_digit_of_one_piece_stays_one_digit(mnist, fast_run):
     several = sum(len(r) > 1 for r in reads)
     right = sum(r == str(y[i]) for r, i in zip(reads, wide, strict=True))
     assert several <= 20 and right >= 240, (several, right)
+
+
+def test_each_candidate_is_read_under_a_pixels_shift_each_way():
+    """``segment.steady`` reads each candidate as cut and moved by one pixel up, down, left and
+    right, and averages: a reader that names the dot's position sees five places, a fifth each,
+    for every image of the batch alike."""
+    from mnistkit.infer import segment as sg
+
+    def where(batch: np.ndarray) -> np.ndarray:  # the dot's place in the 3x3 around (14, 14)
+        out = np.zeros((len(batch), 10), np.float32)
+        for k, im in enumerate(batch):
+            r, c = np.argwhere(im > 0)[0]
+            out[k, (r - 13) * 3 + (c - 13)] = 1
+        return out
+
+    batch = np.zeros((2, 28, 28), np.float32)
+    batch[:, 14, 14] = 1
+    p = sg.steady(where, batch)
+    assert p.shape == (2, 10)
+    # centre 4; up 1, down 7, left 3, right 5 (the view moved, so the dot moved the other way)
+    assert np.allclose(p, np.array([0, 0.2, 0, 0.2, 0.2, 0.2, 0, 0.2, 0, 0], np.float32))
