@@ -9,7 +9,7 @@ The classical way (over-segmentation and recognition, as in the reading of NIST'
 2. candidates: runs of up to ``MAX_GROUP`` neighbouring primitives (a 5's detached bar, a 4
    broken in two, a dash of a faint stroke: each joins its digit in some run), each cut from
    the page and brought to MNIST's form on its own (:func:`~mnistkit.infer.preprocess.cut_digit`),
-   all read by the model in one batch;
+   all read by the model in one batch, each also moved by a pixel each way (:func:`steady`);
 3. the most probable sequence by dynamic programming over the candidates' log-probabilities,
    with small costs (:class:`Costs`) for a cut through a piece, a candidate much shorter or
    wider than the line's digits, and a small piece left out (a speck).
