@@ -16,7 +16,7 @@ and the same MNIST digits read as 28x28 images (the ceiling). ``--baseline`` als
 the photos the way many public projects do (connected pieces, pieces overlapping in x
 merged, each crop through ``mnistkit.preprocess``). ``--alone`` also photographs each digit
 alone in its place in the same photo and reads it through ``mnistkit.preprocess``: what a
-segmenter that loses nothing would give (the photos' ceiling; rendering takes 4 times as long).
+segmenter that loses nothing would give (the photos' ceiling; rendering takes several times as long).
 """
 
 from __future__ import annotations

@@ -319,3 +319,26 @@ def test_each_candidate_is_read_under_a_pixels_shift_each_way():
     assert p.shape == (2, 10)
     # centre 4; up 1, down 7, left 3, right 5 (the view moved, so the dot moved the other way)
     assert np.allclose(p, np.array([0, 0.2, 0, 0.2, 0.2, 0.2, 0, 0.2, 0, 0], np.float32))
+
+
+def test_each_digit_photographed_alone_shares_its_numbers_photo(tiny_arrays):
+    """``make_numbers(alone=True)`` (``read_numbers.py --alone``, a perfect segmenter's
+    ceiling) photographs each digit alone in the number's photo: one photo per digit, each
+    short of the others' ink, and together (darkest or lightest pixel, for ink or chalk) the
+    number's photo again: same paper, light, noise. The numbers' own photos do not change."""
+    import number_photos
+
+    (x, y), _ = tiny_arrays
+    plain = number_photos.make_numbers(x, y, 4, seed=5)
+    both = number_photos.make_numbers(x, y, 4, seed=5, alone=True)
+    for a, b in zip(plain, both, strict=True):
+        assert a.data == b.data and a.alone == []
+        assert len(b.alone) == len(b.number) >= 2
+        whole = cv2.imdecode(np.frombuffer(b.data, np.uint8), cv2.IMREAD_GRAYSCALE)
+        ones = [cv2.imdecode(np.frombuffer(p, np.uint8), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+                for p in b.alone]  # fmt: skip
+        whole = whole.astype(np.float32)
+        assert all(o.shape == whole.shape and np.abs(o - whole).mean() > 0.5 for o in ones)
+        union = min(np.abs(np.minimum.reduce(ones) - whole).mean(),
+                    np.abs(np.maximum.reduce(ones) - whole).mean())  # fmt: skip
+        assert union < 0.2, union
