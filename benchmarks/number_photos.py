@@ -94,13 +94,14 @@ def render_number(
     # The sizes of the single-digit photos (digit_photos.render): a scan to a close-up.
     height = int(np.exp(rng.uniform(np.log(24), np.log(320))))
     page, box, gaps, owner, placed = compose(digits, rng, height, radius, thr)
-    state = copy.deepcopy(rng) if alone else None
+    state = copy.deepcopy(rng)  # the photo's draws, replayed for each digit alone
     data, params = photograph(page, box, height, rng)
     photos = []
-    for y0, x0, c in placed if state is not None else []:
-        own = np.zeros_like(page)
-        own[y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]] = c
-        photos.append(photograph(own, box, height, copy.deepcopy(state))[0])
+    if alone:
+        for y0, x0, c in placed:
+            own = np.zeros_like(page)
+            own[y0 : y0 + c.shape[0], x0 : x0 + c.shape[1]] = c
+            photos.append(photograph(own, box, height, copy.deepcopy(state))[0])
     return data, {"pen": pen, "height": height, "gaps": [round(g, 3) for g in gaps], **params,
                   "owner": owner}, photos  # fmt: skip
 

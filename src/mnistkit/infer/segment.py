@@ -303,8 +303,9 @@ SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
 
 def steady(probabilities: Probabilities, batch: np.ndarray) -> np.ndarray:
     """Probabilities of each image of ``batch`` (N, 28, 28), averaged over :data:`SHIFTS`."""
+    h, w = batch.shape[1:]
     padded = np.pad(batch, ((0, 0), (1, 1), (1, 1)))
-    views = [padded[:, 1 + dy : 29 + dy, 1 + dx : 29 + dx] for dy, dx in SHIFTS]
+    views = [padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in SHIFTS]
     return probabilities(np.concatenate(views)).reshape(len(SHIFTS), len(batch), -1).mean(0)
 
 
